@@ -1,0 +1,70 @@
+"""What a device says about itself: topology, parameter specs, limits, capabilities."""
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Activation = Literal["relu", "tanh", "hardtanh", "identity"]
+
+
+class ParamSpec(BaseModel):
+    """One named parameter array of a layer, in the device's own logical units."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    shape: tuple[int, ...]
+    low: float = Field(description="smallest value the device accepts")
+    high: float = Field(description="largest value the device accepts")
+    periodic: bool = Field(False, description="values wrap (phases) instead of clipping")
+    resolution: float = Field(0.0, ge=0.0, description="smallest programmable step, 0 if continuous")
+
+
+class LayerSpec(BaseModel):
+    """One layer of the device's network."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["dense"]
+    inputs: int = Field(gt=0)
+    outputs: int = Field(gt=0)
+    activation: Activation
+    params: tuple[ParamSpec, ...]
+    spliceable: bool = Field(
+        True,
+        description="each chunk (output unit) owns its own outputs, so chunks can be perturbed "
+        "together and their activations spliced on the host",
+    )
+
+    def chunk_size(self) -> int:
+        """Number of parameters in one chunk (one output unit's share of every array)."""
+        return sum(math.prod(p.shape) // self.outputs for p in self.params)
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    layer_input_injection: bool = Field(
+        True, description="a layer can be evaluated on an input the host supplies"
+    )
+    seeded_perturbations: bool = Field(
+        True, description="the device generates perturbation directions from seeds itself"
+    )
+    differentiable: bool = Field(
+        False, description="simulator only: exposes an autograd forward for baselines"
+    )
+
+
+class DeviceInfo(BaseModel):
+    """Identity, topology, limits and capabilities of one device."""
+
+    model_config = ConfigDict(frozen=True)
+
+    identity: str
+    firmware: str = ""
+    protocol_version: int = 1
+    layers: tuple[LayerSpec, ...]
+    max_batch: int = Field(gt=0)
+    capabilities: Capabilities = Capabilities()
+

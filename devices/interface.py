@@ -1,0 +1,171 @@
+"""The device contract every backend implements (simulator, serial, VISA).
+
+Parameters travel as one ``dict[str, Tensor]`` per layer, in the device's logical units and in
+the shapes its :class:`~devices.info.ParamSpec` declares. A *query* is one evaluation of one layer
+on one input batch under one parameter setting: a full forward of an L-layer network costs L
+queries, a perturbation pair batch with P directions costs 2P.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from devices.directions import Distribution, directions
+from devices.errors import DeviceConfigError
+from devices.info import DeviceInfo, LayerSpec
+
+LayerParams = dict[str, torch.Tensor]
+
+
+@dataclass
+class Counters:
+    """Running totals a device keeps about the work it did."""
+
+    queries: int = 0
+    forwards: int = 0
+    perturbation_batches: int = 0
+    param_writes: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    device_seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """P directions named by seeds, applied at +eps and -eps.
+
+    ``chunk`` restricts every direction to one chunk (one output unit), for devices whose chunks
+    cannot be spliced and for checking splicing against the one-chunk-at-a-time estimate.
+    """
+
+    seeds: tuple[int, ...]
+    eps: float
+    distribution: Distribution = "rademacher"
+    chunk: int | None = None
+
+    def vectors(self, layer: LayerSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The directions as (P, chunks, chunk_size), zero outside ``chunk`` when one is set."""
+        v = directions(self.seeds, layer.outputs, layer.chunk_size(), self.distribution,
+                       device=device)
+        if self.chunk is not None:
+            mask = torch.zeros(layer.outputs, 1, device=v.device, dtype=v.dtype)
+            mask[self.chunk] = 1
+            v = v * mask
+        return v
+
+
+def split_chunks(layer: LayerSpec, flat: torch.Tensor) -> LayerParams:
+    """Turn chunk-major vectors (..., chunks, chunk_size) into the layer's named arrays."""
+    out: LayerParams = {}
+    start = 0
+    for spec in layer.params:
+        width = math.prod(spec.shape) // layer.outputs
+        part = flat[..., start:start + width]
+        out[spec.name] = part.reshape(*flat.shape[:-2], *spec.shape)
+        start += width
+    return out
+
+
+def join_chunks(layer: LayerSpec, params: LayerParams) -> torch.Tensor:
+    """Inverse of :func:`split_chunks`: named arrays to (chunks, chunk_size)."""
+    return torch.cat([params[s.name].reshape(layer.outputs, -1) for s in layer.params], dim=-1)
+
+
+class Device(ABC):
+    """A network whose forward pass runs on hardware (or a simulation of it)."""
+
+    @abstractmethod
+    def info(self) -> DeviceInfo:
+        """Describe identity, topology, parameter specs, limits and capabilities."""
+
+    @abstractmethod
+    def forward(self, params: list[LayerParams], x: torch.Tensor) -> list[torch.Tensor]:
+        """Measure every layer's activations for input batch ``x`` under ``params``."""
+
+    @property
+    @abstractmethod
+    def counters(self) -> Counters:
+        """Return the running totals of queries, writes, bytes and device time."""
+
+    def perturbed_pairs(
+        self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Measure layer ``layer`` on its input ``x`` at ``params +- eps * v`` for every direction.
+
+        Returns ``(plus, minus)``, each shaped (P, batch, outputs). This default builds the
+        perturbed parameters on the host and sends each through :meth:`forward_layer`; devices
+        that generate directions from seeds, or evaluate batches vectorized, override it.
+        """
+        spec = self.info().layers[layer]
+        base = join_chunks(spec, params)
+        v = perturbation.vectors(spec, base.device)
+        results: list[torch.Tensor] = []
+        for sign in (1.0, -1.0):
+            for p in range(len(perturbation.seeds)):
+                shifted = clip_to_bounds(spec, split_chunks(spec, base + sign * perturbation.eps * v[p]))
+                results.append(self.forward_layer(layer, shifted, x))
+        stacked = torch.stack(results)
+        return stacked[: len(perturbation.seeds)], stacked[len(perturbation.seeds):]
+
+    def forward_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
+        """Measure one layer on an injected input ``x``; needs ``layer_input_injection``."""
+        raise NotImplementedError(f"{type(self).__name__} does not evaluate single layers")
+
+    def close(self) -> None:
+        """Release the device (links, ports). Idempotent."""
+
+    def __enter__(self) -> "Device":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@runtime_checkable
+class Differentiable(Protocol):
+    """Simulator-only: an autograd forward used by the ``mf-ad`` and ``bp`` baselines."""
+
+    def differentiable_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
+        """One layer's activations with the autograd graph kept."""
+
+
+def clip_to_bounds(layer: LayerSpec, params: LayerParams) -> LayerParams:
+    """Clip every array into its declared bounds (wrap periodic ones)."""
+    out: LayerParams = {}
+    for spec in layer.params:
+        value = params[spec.name]
+        if spec.periodic:
+            span = spec.high - spec.low
+            out[spec.name] = torch.remainder(value - spec.low, span) + spec.low
+        else:
+            out[spec.name] = value.clamp(spec.low, spec.high)
+    return out
+
+
+def check_params(info: DeviceInfo, params: list[LayerParams]) -> None:
+    """Refuse parameters of the wrong layer count, names, shapes or outside bounds."""
+    if len(params) != len(info.layers):
+        raise DeviceConfigError(f"device has {len(info.layers)} layers, got params for {len(params)}")
+    for i, (spec, layer) in enumerate(zip(info.layers, params)):
+        for p in spec.params:
+            if p.name not in layer:
+                raise DeviceConfigError(f"layer {i}: missing parameter {p.name!r}")
+            value = layer[p.name]
+            if tuple(value.shape) != p.shape:
+                raise DeviceConfigError(
+                    f"layer {i} {p.name}: shape {tuple(value.shape)}, device expects {p.shape}"
+                )
+            if not p.periodic and (value.min() < p.low or value.max() > p.high):
+                raise DeviceConfigError(
+                    f"layer {i} {p.name}: values outside [{p.low}, {p.high}] "
+                    f"(min {value.min().item():.4g}, max {value.max().item():.4g})"
+                )

@@ -1,0 +1,87 @@
+"""The training configuration: one pydantic model, loaded from YAML and CLI flags."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from devices.directions import Distribution
+
+Rule = Literal["mf-dd", "mf-ad", "bp"]
+Dataset = Literal["digits", "mnist", "fashion-mnist"]
+
+
+class ConfigError(ValueError):
+    """A config file or flag is invalid; the message names the field and what to do."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; stored resolved in every run folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field("sim://crossbar", description="device URL: sim://, serial://, visa://")
+    hidden: list[int] = Field(
+        [256, 256], description="widths of a sim:// device whose URL names no layers"
+    )
+    dataset: Dataset = "digits"
+    data_dir: Path | None = Field(None, description="folder with the dataset's files")
+    rule: Rule = "mf-dd"
+    epochs: int = Field(40, gt=0)
+    batch_size: int = Field(64, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(2e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    directions: int = Field(4, gt=0, description="P: directions per step and layer")
+    distribution: Distribution = "rademacher"
+    combine: Literal["mean", "projection"] = "mean"
+    eps: float = Field(1e-2, gt=0, description="perturbation step in parameter units")
+    m_update: Literal["exact", "dd"] = Field(
+        "exact", description="host projection M: closed-form local gradient or DD estimate"
+    )
+    seed: int = Field(0, ge=0, lt=2**32)
+    run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
+    torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("give at least one positive width")
+        return v
+
+
+def describe_error(err: ValidationError) -> str:
+    """One line naming the first bad field, what was wrong and the value given."""
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "config"
+    given = first.get("input")
+    hint = f" (got {given!r})" if not isinstance(given, dict) else ""
+    return f"config field {field!r}: {first['msg']}{hint}"
+
+
+def build_config(values: dict[str, Any]) -> TrainConfig:
+    """Validate ``values`` into a config, raising :class:`ConfigError` with a one-line reason."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        raise ConfigError(describe_error(err)) from None
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config file and apply ``overrides`` (CLI flags) on top."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of fields")
+    return build_config({**raw, **(overrides or {})})
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

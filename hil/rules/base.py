@@ -1,0 +1,45 @@
+"""What every learning rule provides to the trainer."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from devices.interface import Device
+from hil.config import TrainConfig
+from hil.model import MonoForward
+
+
+@dataclass
+class StepOutput:
+    """Mean local loss of the step and the base activations the device returned."""
+
+    loss: float
+    acts: list[torch.Tensor]
+
+
+class Rule(ABC):
+    """Sets ``.grad`` on every model tensor from one batch; the optimizer does the rest."""
+
+    name: str
+
+    def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
+        self.device = device
+        self.model = model
+        self.config = config
+        self.info = device.info()
+
+    @abstractmethod
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
+        """Measure the batch on the device and set gradients; ``step`` counts from 0 per run."""
+
+    def summary(self) -> str:
+        """One line that says how the rule computes its updates."""
+        return self.name
+
+
+def step_seeds(run_seed: int, step: int, stream: int, count: int) -> tuple[int, ...]:
+    """32-bit direction seeds for one step and stream (a layer, or a projection), reproducibly."""
+    state = np.random.SeedSequence([run_seed, step, stream]).generate_state(count)
+    return tuple(int(s) for s in state)

@@ -1,0 +1,44 @@
+"""``mf-dd``: Mono-Forward with directional derivatives measured on the device (the product)."""
+
+import torch
+
+from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad, goodness_loss
+from hil.rules.base import Rule, StepOutput, step_seeds
+
+
+class MonoForwardDD(Rule):
+    """One base forward, then per layer P perturbation pairs; no autograd anywhere."""
+
+    name = "mf-dd"
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
+        cfg = self.config
+        params = self.model.device_params()
+        acts = self.device.forward(params, x)
+        inputs = [x, *acts[:-1]]
+        losses = []
+        n_layers = len(self.info.layers)
+        with torch.no_grad():
+            for i, spec in enumerate(self.info.layers):
+                m = self.model.projections[i].detach()
+                seeds = step_seeds(cfg.seed, step, i, cfg.directions)
+                grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], m, y,
+                                       seeds, cfg.eps, cfg.distribution, cfg.combine)
+                for name, g in grads.items():
+                    self.model.params[i][name].grad = g
+                if cfg.m_update == "exact":
+                    m_grad = exact_projection_grad(acts[i], m, y)
+                else:
+                    m_seeds = step_seeds(cfg.seed, step, n_layers + i, cfg.directions)
+                    m_grad = estimate_projection(acts[i], m, y, m_seeds, cfg.eps, cfg.distribution,
+                                                 cfg.combine)
+                self.model.projections[i].grad = m_grad
+                losses.append(goodness_loss(acts[i] @ m.T, y).item())
+        return StepOutput(sum(losses) / len(losses), acts)
+
+    def summary(self) -> str:
+        per_layer = 1 + 2 * self.config.directions
+        splice = all(spec.spliceable for spec in self.info.layers)
+        how = "chunks spliced" if splice else "chunks queried one at a time (2P per chunk)"
+        return (f"mf-dd: {per_layer} queries per layer per step (1 + 2P, P={self.config.directions}), "
+                f"{how}; M by {'closed form' if self.config.m_update == 'exact' else 'DD'}")

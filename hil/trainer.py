@@ -1,0 +1,234 @@
+"""The training loop: data in batches through a rule, optimizer steps, evaluation, checkpoints."""
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+from tqdm import tqdm
+
+from devices.interface import Device
+from devices.registry import open_device, url_options
+from hil.config import TrainConfig
+from hil.data import Dataset, DatasetError, load_dataset
+from hil.model import MonoForward
+from hil.rules import Rule, make_rule
+from hil.runs import RunFolder
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 1000
+
+
+def resolve_device_url(url: str, features: int, hidden: list[int]) -> str:
+    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width and ``hidden``."""
+    if urlsplit(url).scheme != "sim" or "layers" in url_options(url):
+        return url
+    layers = ",".join(str(w) for w in [features, *hidden])
+    return f"{url}{'&' if urlsplit(url).query else '?'}layers={layers}"
+
+
+def check_fits(device: Device, data: Dataset, url: str) -> None:
+    """Refuse a dataset whose input width differs from the device's first layer."""
+    inputs = device.info().layers[0].inputs
+    if inputs != data.features:
+        raise DatasetError(
+            f"dataset {data.name!r} has {data.features} features per sample but the first layer "
+            f"of {url!r} takes {inputs} inputs; use a device whose first layer takes "
+            f"{data.features} (for the simulator: sim://crossbar?layers={data.features},256,256)"
+        )
+
+
+@dataclass
+class StopFlag:
+    """Asked to stop at the next step boundary (Ctrl-C, or a controller)."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass
+class Evaluation:
+    final_layer: float
+    cumulative: float
+
+
+class Trainer:
+    """Runs one config to completion (or to a stop request), resuming from a checkpoint."""
+
+    def __init__(self, config: TrainConfig, run: RunFolder, progress: bool = True) -> None:
+        self.config = config
+        self.run = run
+        self.progress = progress
+        self.data = load_dataset(config.dataset, config.data_dir)
+        self.device_url = resolve_device_url(config.device, self.data.features, config.hidden)
+        self.device = open_device(self.device_url)
+        check_fits(self.device, self.data, self.device_url)
+        self.info = self.device.info()
+        self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device)
+        self.rule: Rule = make_rule(self.device, self.model, config)
+        self.optimizer = self._optimizer()
+        self.stop = StopFlag()
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.train_seconds = 0.0
+        self.train_queries = 0
+        self.train_steps = 0
+        self.earlier_queries = 0
+        self.history: list[dict[str, Any]] = []
+        self.on_step: Callable[["Trainer"], None] | None = None
+        checkpoint = run.load_checkpoint()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        tensors = self.model.tensors()
+        if self.config.optimizer == "adam":
+            return torch.optim.Adam(tensors, lr=self.config.lr)
+        return torch.optim.SGD(tensors, lr=self.config.lr, momentum=self.config.momentum)
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.data.x_train) // self.config.batch_size)
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the run summary (also written to the folder)."""
+        log.info("%s on %s (%s)", self.rule.summary(), self.device_url, self.info.identity)
+        previous = signal.getsignal(signal.SIGINT)
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while self.epoch < self.config.epochs and not self.stop.requested:
+                self._train_epoch()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        status = "stopped" if self.stop.requested else "finished"
+        summary = self.summary(status)
+        self.run.write_summary(summary)
+        return summary
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.request("interrupted")
+        log.warning("stopping after this step (Ctrl-C again does not hurry it)")
+
+    def _train_epoch(self) -> None:
+        cfg = self.config
+        order = torch.randperm(len(self.data.x_train), generator=torch.Generator().manual_seed(
+            cfg.seed * 100003 + self.epoch))
+        n_steps = self.steps_per_epoch()
+        bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        losses: list[float] = []
+        while self.step_in_epoch < n_steps:
+            if self.stop.requested:
+                bar.close()
+                self._save()
+                return
+            idx = order[self.step_in_epoch * cfg.batch_size:(self.step_in_epoch + 1) * cfg.batch_size]
+            x = self.data.x_train[idx].to(cfg.torch_device)
+            y = self.data.y_train[idx].to(cfg.torch_device)
+            started, queries = time.perf_counter(), self.device.counters.queries
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.rule.step(x, y, self.epoch * n_steps + self.step_in_epoch)
+            self.optimizer.step()
+            self.model.clip_(self.info)
+            self.train_seconds += time.perf_counter() - started
+            self.train_queries += self.device.counters.queries - queries
+            self.train_steps += 1
+            self.step_in_epoch += 1
+            losses.append(out.loss)
+            bar.update()
+            bar.set_postfix(loss=f"{out.loss:.3f}", qps=f"{self.train_queries / max(self.train_seconds, 1e-9):.0f}")
+            if self.on_step is not None:
+                self.on_step(self)
+        bar.close()
+        ev = self.evaluate()
+        row = {"epoch": self.epoch + 1, "train_loss": sum(losses) / max(len(losses), 1),
+               "test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
+               "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
+        self.history.append(row)
+        self.run.log_metrics(row)
+        if self.progress:
+            tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
+                       f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._save()
+
+    def evaluate(self) -> Evaluation:
+        """Test accuracy of the final layer's and the cumulative goodness."""
+        correct_final = correct_cum = 0
+        params = self.model.device_params()
+        with torch.no_grad():
+            for start in range(0, len(self.data.x_test), EVAL_BATCH):
+                x = self.data.x_test[start:start + EVAL_BATCH].to(self.config.torch_device)
+                y = self.data.y_test[start:start + EVAL_BATCH].to(self.config.torch_device)
+                final, cumulative = self.model.predict(self.device.forward(params, x))
+                correct_final += int((final == y).sum())
+                correct_cum += int((cumulative == y).sum())
+        n = len(self.data.x_test)
+        return Evaluation(correct_final / n, correct_cum / n)
+
+    def _save(self) -> None:
+        self.run.save_checkpoint({
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "history": self.history, "train_seconds": self.train_seconds,
+            "train_queries": self.train_queries, "train_steps": self.train_steps,
+            "device_queries": self.device_queries(),
+        })
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.history = state["history"]
+        self.train_seconds = state["train_seconds"]
+        self.train_queries = state["train_queries"]
+        self.train_steps = state["train_steps"]
+        self.earlier_queries = state["device_queries"]
+        log.info("resumed %s at epoch %d step %d", self.run.path, self.epoch + 1, self.step_in_epoch)
+
+    def device_queries(self) -> int:
+        """Queries this run has made, across resumes."""
+        return self.earlier_queries + self.device.counters.queries
+
+    def summary(self, status: str) -> dict[str, Any]:
+        """The run's headline numbers (the ``--json`` line)."""
+        last = self.history[-1] if self.history else {}
+        final = last.get("test_accuracy_final_layer")
+        cumulative = last.get("test_accuracy_cumulative") if self.config.rule != "bp" else None
+        return {
+            "status": status,
+            "rule": self.config.rule,
+            "dataset": self.config.dataset,
+            "device": self.device_url,
+            "device_identity": self.info.identity,
+            "epochs": self.epoch,
+            "directions": self.config.directions,
+            "combine": self.config.combine,
+            "seed": self.config.seed,
+            "test_accuracy": cumulative if cumulative is not None else final,
+            "test_accuracy_final_layer": final,
+            "test_accuracy_cumulative": cumulative,
+            "device_queries": self.device_queries(),
+            "queries_per_step": self.train_queries / max(self.train_steps, 1),
+            "train_seconds": round(self.train_seconds, 3),
+            "run_dir": str(self.run.path),
+        }
