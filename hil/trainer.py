@@ -90,6 +90,7 @@ class Trainer:
         self.train_steps = 0
         self.earlier_queries = 0
         self.history: list[dict[str, Any]] = []
+        self.epoch_losses: list[float] = []
         self.on_step: Callable[["Trainer"], None] | None = None
         checkpoint = run.load_checkpoint()
         if checkpoint is not None:
@@ -133,7 +134,6 @@ class Trainer:
         n_steps = self.steps_per_epoch()
         bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
-        losses: list[float] = []
         while self.step_in_epoch < n_steps:
             if self.stop.requested:
                 bar.close()
@@ -151,14 +151,14 @@ class Trainer:
             self.train_queries += self.device.counters.queries - queries
             self.train_steps += 1
             self.step_in_epoch += 1
-            losses.append(out.loss)
+            self.epoch_losses.append(out.loss)
             bar.update()
             bar.set_postfix(loss=f"{out.loss:.3f}", qps=f"{self.train_queries / max(self.train_seconds, 1e-9):.0f}")
             if self.on_step is not None:
                 self.on_step(self)
         bar.close()
         ev = self.evaluate()
-        row = {"epoch": self.epoch + 1, "train_loss": sum(losses) / max(len(losses), 1),
+        row = {"epoch": self.epoch + 1, "train_loss": sum(self.epoch_losses) / max(len(self.epoch_losses), 1),
                "test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
                "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
         self.history.append(row)
@@ -168,6 +168,7 @@ class Trainer:
                        f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
         self.epoch += 1
         self.step_in_epoch = 0
+        self.epoch_losses = []
         self._save()
 
     def evaluate(self) -> Evaluation:
@@ -186,7 +187,7 @@ class Trainer:
 
     def _save(self) -> None:
         self.run.save_checkpoint({
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_losses": self.epoch_losses,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
             "train_queries": self.train_queries, "train_steps": self.train_steps,
@@ -198,6 +199,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
+        self.epoch_losses = state["epoch_losses"]
         self.history = state["history"]
         self.train_seconds = state["train_seconds"]
         self.train_queries = state["train_queries"]

@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hil.cli import main
+
+REQUIRED = {"rule", "dataset", "device", "epochs", "directions", "test_accuracy",
+            "test_accuracy_final_layer", "test_accuracy_cumulative", "device_queries",
+            "queries_per_step", "train_seconds", "run_dir"}
+
+
+def test_console_script_trains_and_prints_json_last(tmp_path):
+    proc = subprocess.run(
+        ["hil", "train", "--epochs", "2", "--json", "--no-progress", "--run-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert REQUIRED <= summary.keys()
+    assert summary["rule"] == "mf-dd" and summary["queries_per_step"] == 18
+    assert "queries per layer per step" in proc.stderr
+
+
+def test_resume_extends_a_finished_run(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    assert main(["train", "--epochs", "1", "--json", "--no-progress", "--run-dir", run]) == 0
+    assert main(["train", "--resume", run, "--epochs", "2", "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--epochs", "0"], "'epochs'"),
+    (["train", "--rule", "magic"], "'rule'"),
+    (["train", "--device", "sim://crossbar?layers=3,2"], "64 features"),
+    (["train", "--device", "nope://x"], "unknown device scheme"),
+    (["train", "--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir"),
+    (["train", "--resume", "/nonexistent"], "no checkpoint"),
+])
+def test_bad_input_is_one_line_naming_the_problem(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hil: error:") and needle in err and "\n" not in err
+
+
+def test_help_explains_the_flags():
+    out = subprocess.run([sys.executable, "-m", "hil.cli", "train", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for flag in ("--device", "--dataset", "--rule", "--directions", "--combine", "--resume", "--json"):
+        assert flag in out

@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from devices import CapabilityError, Device
+from hil.config import build_config
+from hil.data import DatasetError
+from hil.runs import RunFolder
+from hil.trainer import Trainer, resolve_device_url
+from simulators import SimulatedCrossbar
+
+
+def _trainer(tmp_path, progress=False, **fields):
+    values = {"epochs": 2, "hidden": [32], "batch_size": 128, "run_dir": tmp_path / "run", **fields}
+    config = build_config(values)
+    run = RunFolder.create(config) if not (tmp_path / "run" / "checkpoint.pt").exists() else RunFolder(tmp_path / "run")
+    return Trainer(config, run, progress=progress)
+
+
+def test_queries_per_step_are_one_plus_two_p_per_layer(tmp_path):
+    for p, hidden in ((1, [16]), (3, [16, 8])):
+        trainer = _trainer(tmp_path / f"p{p}", epochs=1, directions=p, hidden=hidden)
+        summary = trainer.fit()
+        assert summary["queries_per_step"] == len(hidden) * (1 + 2 * p)
+
+
+def test_default_config_trains_digits_past_ninety_percent(tmp_path):
+    config = build_config({"run_dir": tmp_path / "run", "epochs": 12})
+    summary = Trainer(config, RunFolder.create(config), progress=False).fit()
+    assert summary["rule"] == "mf-dd" and summary["dataset"] == "digits"
+    assert summary["test_accuracy"] == summary["test_accuracy_cumulative"] >= 0.90
+
+
+@pytest.mark.parametrize("rule", ["mf-ad", "bp"])
+def test_autograd_baselines_train(tmp_path, rule):
+    summary = _trainer(tmp_path, rule=rule, epochs=5, hidden=[64], batch_size=32).fit()
+    assert summary["test_accuracy_final_layer"] >= 0.9
+
+
+def test_resume_after_a_stop_mid_epoch_equals_an_uninterrupted_run(tmp_path):
+    whole = _trainer(tmp_path / "whole")
+    whole.fit()
+
+    interrupted = _trainer(tmp_path / "split")
+
+    def stop_after_five(t: Trainer) -> None:
+        if t.train_steps == 5:
+            t.stop.request("test")
+
+    interrupted.on_step = stop_after_five
+    first = interrupted.fit()
+    assert first["status"] == "stopped" and first["epochs"] == 0
+    resumed = _trainer(tmp_path / "split")
+    assert (resumed.epoch, resumed.step_in_epoch) == (0, 5)
+    summary = resumed.fit()
+    assert summary["status"] == "finished"
+    for a, b in zip(whole.model.tensors(), resumed.model.tensors()):
+        assert torch.equal(a, b)
+    assert whole.history == [
+        {**row, "train_seconds": whole.history[i]["train_seconds"],
+         "device_queries": whole.history[i]["device_queries"]}
+        for i, row in enumerate(resumed.history)
+    ]
+    assert summary["queries_per_step"] == pytest.approx(whole.summary("finished")["queries_per_step"])
+
+
+def test_run_folder_holds_config_checkpoint_metrics_and_summary(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.fit()
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "checkpoint.pt", "metrics.jsonl", "summary.json"}
+    assert RunFolder(run).config().hidden == [32]
+    assert len(RunFolder(run).metrics()) == 1
+
+
+def test_creating_over_an_existing_run_is_refused(tmp_path):
+    _trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(FileExistsError, match="--resume"):
+        RunFolder.create(build_config({"run_dir": tmp_path / "run"}))
+
+
+def test_dataset_that_does_not_fit_the_device_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match="64 features.*takes 10 inputs"):
+        _trainer(tmp_path, device="sim://crossbar?layers=10,5")
+
+
+class _NoAutograd(SimulatedCrossbar):
+    def info(self):
+        base = super().info()
+        return base.model_copy(update={"capabilities": base.capabilities.model_copy(update={"differentiable": False})})
+
+
+def test_autograd_rules_refuse_a_device_without_autograd(tmp_path, monkeypatch):
+    import hil.trainer
+
+    monkeypatch.setattr(hil.trainer, "open_device", lambda url: _NoAutograd())
+    with pytest.raises(CapabilityError, match="mf-dd"):
+        _trainer(tmp_path, rule="mf-ad", device="sim://crossbar?layers=64,256,256")
+
+
+def test_sim_url_gets_the_dataset_width_and_hidden_sizes():
+    assert resolve_device_url("sim://crossbar", 784, [100, 50]) == "sim://crossbar?layers=784,100,50"
+    assert resolve_device_url("sim://crossbar?activation=tanh", 64, [8]) == \
+        "sim://crossbar?activation=tanh&layers=64,8"
+    assert resolve_device_url("sim://crossbar?layers=4,2", 64, [8]) == "sim://crossbar?layers=4,2"
+    assert resolve_device_url("serial:///dev/ttyACM0", 64, [8]) == "serial:///dev/ttyACM0"
+
+
+def test_mf_dd_uses_no_autograd(tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("mf-dd must not call autograd")
+
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+    monkeypatch.setattr(torch.autograd, "grad", forbidden)
+    monkeypatch.setattr(SimulatedCrossbar, "differentiable_layer", forbidden)
+    assert _trainer(tmp_path, epochs=1).fit()["status"] == "finished"
+
+
+def test_device_base_class_is_abstract():
+    with pytest.raises(TypeError):
+        Device()  # type: ignore[abstract]

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from devices import DeviceURLError, Perturbation, open_device
+from simulators import CrossbarOptions, SimulatedCrossbar
+
+
+def _params(device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [{p.name: torch.rand(p.shape, generator=gen) - 0.5 for p in spec.params}
+            for spec in device.info().layers]
+
+
+def test_forward_is_the_ideal_mlp():
+    device = SimulatedCrossbar(CrossbarOptions(layers=[6, 5, 4]))
+    params = _params(device)
+    x = torch.rand(9, 6)
+    h = torch.relu(x @ params[0]["weight"].T + params[0]["bias"])
+    out = torch.relu(h @ params[1]["weight"].T + params[1]["bias"])
+    acts = device.forward(params, x)
+    assert torch.allclose(acts[0], h, atol=1e-6) and torch.allclose(acts[1], out, atol=1e-6)
+
+
+def test_perturbed_pairs_equal_forwards_at_shifted_parameters():
+    device = SimulatedCrossbar(CrossbarOptions(layers=[6, 5], activation="tanh"))
+    params = _params(device)
+    x = torch.rand(9, 6)
+    pert = Perturbation((1, 2), 0.01, "gaussian")
+    plus, minus = device.perturbed_pairs(0, params[0], x, pert)
+    v = pert.vectors(device.info().layers[0])
+    for p in range(2):
+        for sign, got in ((1, plus[p]), (-1, minus[p])):
+            w = params[0]["weight"] + sign * 0.01 * v[p, :, :6]
+            b = params[0]["bias"] + sign * 0.01 * v[p, :, 6]
+            assert torch.allclose(got, torch.tanh(x @ w.T + b), atol=1e-6)
+
+
+def test_counters_count_queries_and_writes():
+    device = SimulatedCrossbar(CrossbarOptions(layers=[4, 3, 2]))
+    params = _params(device)
+    device.forward(params, torch.rand(2, 4))
+    device.perturbed_pairs(1, params[1], torch.rand(2, 3), Perturbation((1, 2, 3), 0.1))
+    c = device.counters
+    assert (c.queries, c.forwards, c.perturbation_batches, c.param_writes) == (2 + 6, 1, 1, 2 + 6)
+
+
+@pytest.mark.parametrize("url, match", [
+    ("sim://crossbar?layers=4", "at least two"),
+    ("sim://crossbar?activation=sigmoid", "activation"),
+    ("sim://crossbar?colour=red", "colour"),
+    ("sim://photonics", "crossbar"),
+])
+def test_bad_urls_say_what_is_wrong(url, match):
+    with pytest.raises(DeviceURLError, match=match):
+        open_device(url)
