@@ -15,6 +15,7 @@ Distributions (``n`` is the chunk size, every one has ``E[v v^T] = I``):
 Elements are laid out chunk by chunk: element ``j = chunk * n + position``.
 """
 
+import functools
 import math
 from typing import Literal
 
@@ -44,21 +45,39 @@ def words(seeds: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def directions(
-    seeds: torch.Tensor | list[int],
+    seeds: tuple[int, ...] | list[int],
     chunks: int,
     chunk_size: int,
     distribution: Distribution = "rademacher",
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Directions for every seed, shaped (P, chunks, chunk_size)."""
-    seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device).reshape(-1)
+    """Directions for every seed, shaped (P, chunks, chunk_size).
+
+    Memoized: a device and the host that drives it ask for the same directions in one step. The
+    returned tensor is shared, so never modify it in place.
+    """
+    return _directions(tuple(int(s) for s in seeds), chunks, chunk_size, distribution, dtype,
+                       torch.device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _directions(
+    seed_values: tuple[int, ...],
+    chunks: int,
+    chunk_size: int,
+    distribution: Distribution,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    seeds = torch.tensor(seed_values, dtype=torch.int64, device=device)
     n = chunks * chunk_size
     if distribution == "rademacher":
         w = words(seeds, (n + 31) // 32)
         byte_shifts = torch.arange(0, 32, 8, dtype=torch.int64, device=seeds.device)
         octets = (w.unsqueeze(-1) >> byte_shifts) & 0xFF
-        v = _sign_table(dtype, seeds.device)[octets.reshape(-1)].reshape(len(seeds), -1)[:, :n]
+        signs = torch.index_select(_sign_table(dtype, seeds.device), 0, octets.reshape(-1))
+        v = signs.reshape(len(seeds), -1)[:, :n]
     elif distribution in ("gaussian", "sphere"):
         w = words(seeds, 2 * n).to(torch.float64).reshape(len(seeds), n, 2)
         u = (w + 0.5) / 2.0**32

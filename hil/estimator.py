@@ -25,7 +25,10 @@ def combine(dd: torch.Tensor, v: torch.Tensor, how: Combine) -> torch.Tensor:
     gradient onto the span of the P directions, solving the P x P Gram system in float64.
     """
     if how == "mean":
-        return torch.einsum("pk,pkn->kn", dd, v) / dd.shape[0]
+        out = v[0] * dd[0, :, None]
+        for p in range(1, len(v)):
+            out.addcmul_(v[p], dd[p, :, None])
+        return out.div_(len(v))
     if how == "projection":
         v64 = v.to(torch.float64)
         gram = torch.einsum("pkn,qkn->kpq", v64, v64)
@@ -42,14 +45,30 @@ def goodness_loss(goodness: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ).mean(-1)
 
 
-def chunk_losses(base_goodness: torch.Tensor, delta: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Loss of every (setting, chunk) whose goodness is ``base + delta``.
+def chunk_losses(
+    base_goodness: torch.Tensor, shift: torch.Tensor, weights: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Loss of every (setting, chunk) whose goodness moves by ``shift[s,b,k] * weights[:, k]``.
 
-    ``base_goodness`` is (B, C), ``delta`` (S, B, K, C); returns (S, K).
+    ``base_goodness`` is (B, C), ``shift`` (S, B, K), ``weights`` (C, K); returns (S, K).
+    The log-sum-exp is accumulated class by class on (B, K) slabs, offset by the base
+    goodness' maximum; a shift large enough to overflow that falls back to the fully stable form.
     """
-    logits = base_goodness[None, :, None, :] + delta
-    target = logits.gather(-1, y.view(1, -1, 1, 1).expand(*logits.shape[:-1], 1)).squeeze(-1)
-    return (torch.logsumexp(logits, -1) - target).mean(1)
+    top = base_goodness.amax(1, keepdim=True)
+    scale = (base_goodness - top).exp()
+    total = torch.zeros_like(shift)
+    term = torch.empty_like(shift[0])
+    for s in range(shift.shape[0]):  # one (B, K) slab at a time stays in cache
+        for c in range(base_goodness.shape[1]):
+            torch.mul(shift[s], weights[c], out=term)
+            total[s].addcmul_(term.exp_(), scale[:, c, None])
+    # mean over the batch of the target goodness: base part plus shift times the target's weight
+    target = base_goodness.gather(1, y[:, None]).mean() + torch.einsum("sbk,bk->sk", shift, weights[y]) / len(y)
+    losses = total.log_().mean(1) + top.mean() - target
+    if not torch.isfinite(losses).all():
+        logits = base_goodness.T[:, None, :, None] + weights[:, None, None, :] * shift
+        losses = torch.logsumexp(logits, 0).mean(1) - target
+    return losses
 
 
 def spliced_losses(
@@ -60,8 +79,7 @@ def spliced_losses(
     ``base_act`` is (B, K), ``perturbed`` (S, B, K); returns (S, K). Replacing unit k moves the
     goodness by ``(perturbed_k - base_k) M[:, k]``.
     """
-    delta = (perturbed - base_act).unsqueeze(-1) * projection.T
-    return chunk_losses(base_act @ projection.T, delta, y)
+    return chunk_losses(base_act @ projection.T, perturbed - base_act, projection, y)
 
 
 def estimate_projection(
@@ -80,8 +98,8 @@ def estimate_projection(
     classes, width = projection.shape
     v = directions(seeds, classes, width, distribution, device=act.device)  # type: ignore[arg-type]
     shift = eps * torch.einsum("pcn,bn->pbc", v, act)
-    delta = torch.diag_embed(torch.cat([shift, -shift]))
-    losses = chunk_losses(act @ projection.T, delta, y)
+    eye = torch.eye(classes, dtype=act.dtype, device=act.device)
+    losses = chunk_losses(act @ projection.T, torch.cat([shift, -shift]), eye, y)
     n_dir = len(seeds)
     return combine((losses[:n_dir] - losses[n_dir:]) / (2 * eps), v, how)
 
@@ -117,8 +135,8 @@ def estimate_layer(
     n_dir = len(seeds)
     if splice and spec.spliceable:
         plus, minus = device.perturbed_pairs(layer, params, layer_input, pert)
-        losses = spliced_losses(base_act, torch.cat([plus, minus]), projection, y)
-        dd = (losses[:n_dir] - losses[n_dir:]) / (2 * eps)
+        dd = (spliced_losses(base_act, plus, projection, y)
+              - spliced_losses(base_act, minus, projection, y)) / (2 * eps)
     else:
         dd = torch.empty(n_dir, spec.outputs, device=base_act.device)
         for k in range(spec.outputs):

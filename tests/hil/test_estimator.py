@@ -5,6 +5,7 @@ import torch
 
 from devices.directions import directions
 from hil.estimator import (
+    chunk_losses,
     combine,
     estimate_layer,
     estimate_projection,
@@ -130,3 +131,17 @@ def test_projection_dd_matches_the_closed_form():
     assert torch.allclose(exact, leaf.grad)
     est = estimate_projection(act.float(), m.float(), y, tuple(range(6)), 1e-3, "gaussian", "projection")
     assert torch.allclose(est.double(), exact, rtol=1e-2, atol=1e-4)
+
+
+def test_chunk_losses_equal_cross_entropy_of_the_shifted_goodness_even_when_huge():
+    gen = torch.Generator().manual_seed(9)
+    g = torch.randn(5, 4, generator=gen)
+    w = torch.randn(4, 3, generator=gen)
+    y = torch.randint(0, 4, (5,), generator=gen)
+    for scale in (0.1, 500.0):  # the second overflows the fast path and takes the stable one
+        shift = torch.randn(2, 5, 3, generator=gen) * scale
+        got = chunk_losses(g, shift, w, y)
+        want = torch.stack([torch.stack([goodness_loss(g + shift[s, :, k, None] * w[:, k], y)
+                                         for k in range(3)]) for s in range(2)])
+        assert torch.isfinite(got).all()
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
