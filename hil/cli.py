@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,16 @@ from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
 from hil.runs import RunFolder
 
-TRAIN_FLAGS: list[tuple[str, type, str]] = [
-    ("device", str, "device URL (sim://crossbar, serial:///dev/ttyACM0, visa://...)"),
+def _widths(text: str) -> list[int]:
+    try:
+        return [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be integers separated by commas, got {text!r}") from None
+
+
+TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
+    ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
+    ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000"),
     ("dataset", str, "digits (bundled), mnist or fashion-mnist"),
     ("data-dir", Path, "folder holding the dataset's IDX files"),
     ("rule", str, "mf-dd (zeroth-order, the product), mf-ad or bp (simulator-only baselines)"),
