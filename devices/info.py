@@ -30,6 +30,9 @@ class LayerSpec(BaseModel):
     inputs: int = Field(gt=0)
     outputs: int = Field(gt=0)
     activation: Activation
+    gain: float = Field(
+        1.0, gt=0, description="the periphery scales the array's column sums by this before the bias"
+    )
     params: tuple[ParamSpec, ...]
     spliceable: bool = Field(
         True,

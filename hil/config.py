@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     epochs: int = Field(40, gt=0)
     batch_size: int = Field(64, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(1e-2, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     directions: int = Field(4, gt=0, description="P: directions per step and layer")
     distribution: Distribution = "rademacher"

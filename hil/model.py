@@ -22,7 +22,12 @@ class MonoForward:
 
     @classmethod
     def initialise(cls, info: DeviceInfo, classes: int, seed: int, device: str = "cpu") -> "MonoForward":
-        """Weights U(+-1/sqrt(fan_in)) inside the device's bounds, biases 0, M U(+-1/sqrt(width))."""
+        """Weights uniform over their whole bounds, biases 0, M U(+-1/sqrt(width)).
+
+        Devices scale a layer's column sums by ``gain`` (1/sqrt(fan_in) on a crossbar), so
+        weights spanning the array's range give unit-scale pre-activations and the best
+        signal-to-noise ratio on analog hardware.
+        """
         gen = torch.Generator().manual_seed(seed)
         params, projections = [], []
         for spec in info.layers:
@@ -31,8 +36,7 @@ class MonoForward:
                 if p.name == "bias":
                     value = torch.zeros(p.shape)
                 else:
-                    bound = 1 / math.sqrt(spec.inputs)
-                    value = (torch.rand(p.shape, generator=gen) * 2 - 1) * bound
+                    value = p.low + torch.rand(p.shape, generator=gen) * (p.high - p.low)
                 layer[p.name] = value
             params.append({k: v.to(device).requires_grad_() for k, v in clip_to_bounds(spec, layer).items()})
             bound = 1 / math.sqrt(spec.outputs)
@@ -48,12 +52,20 @@ class MonoForward:
         """Parameters as sent to the device (detached)."""
         return [{k: v.detach() for k, v in layer.items()} for layer in self.params]
 
-    def clip_(self, info: DeviceInfo) -> None:
-        """Put every device parameter back inside its declared bounds after an update."""
+    def clip_(self, info: DeviceInfo, margin: float = 0.0) -> None:
+        """Put every device parameter back inside its bounds, ``margin`` away from each edge.
+
+        A margin of ``eps`` keeps every +-eps perturbation inside the bounds too, so queries
+        never need clipping and central differences stay unbiased. Periodic values wrap.
+        """
         with torch.no_grad():
             for spec, layer in zip(info.layers, self.params):
-                for name, value in clip_to_bounds(spec, layer).items():
-                    layer[name].copy_(value)
+                for p in spec.params:
+                    value = layer[p.name]
+                    if p.periodic:
+                        value.copy_(torch.remainder(value - p.low, p.high - p.low) + p.low)
+                    else:
+                        value.clamp_(p.low + margin, p.high - margin)
 
     def goodness(self, acts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Class goodness ``a_l M_l^T`` of every layer."""

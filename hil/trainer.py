@@ -81,6 +81,7 @@ class Trainer:
         self.info = self.device.info()
         self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device)
         self.rule: Rule = make_rule(self.device, self.model, config)
+        self.model.clip_(self.info, self.rule.margin())
         self.optimizer = self._optimizer()
         self.stop = StopFlag()
         self.epoch = 0
@@ -146,7 +147,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             out = self.rule.step(x, y, self.epoch * n_steps + self.step_in_epoch)
             self.optimizer.step()
-            self.model.clip_(self.info)
+            self.model.clip_(self.info, self.rule.margin())
             self.train_seconds += time.perf_counter() - started
             self.train_queries += self.device.counters.queries - queries
             self.train_steps += 1

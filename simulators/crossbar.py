@@ -5,6 +5,7 @@ real array). This module is the ideal, noise-free array; physics effects wrap th
 product in :meth:`SimulatedCrossbar._mvm`, the one place every evaluation goes through.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -73,6 +74,7 @@ class SimulatedCrossbar(Device):
                     inputs=n_in,
                     outputs=n_out,
                     activation=self.options.activation,
+                    gain=1 / math.sqrt(n_in),
                     params=(
                         ParamSpec(name="weight", shape=(n_out, n_in), low=-1.0, high=1.0),
                         ParamSpec(name="bias", shape=(n_out,), low=-1.0, high=1.0),
@@ -119,7 +121,7 @@ class SimulatedCrossbar(Device):
             base = join_chunks(spec, params).to(self._torch_device)
             v = perturbation.vectors(spec, self._torch_device)
             reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
-            if _largest_magnitude(base) + reach <= 1.0:
+            if _largest_magnitude(base) + reach <= 1.0 + 1e-6:  # float32 slack of 0.99 + 0.01
                 # Nothing clips, and the array's product is linear in its conductances:
                 # (W +- eps V) x = W x +- eps V x, so P direction products serve all 2P queries.
                 along = split_chunks(spec, v)
@@ -150,10 +152,16 @@ class SimulatedCrossbar(Device):
         return acts
 
     def _mvm(self, layer: int, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activations ``x W^T + b``; a leading batch of weight sets gives (K, batch, out)."""
+        """Pre-activations ``gain * x W^T + b``; a leading batch of weight sets gives (K, batch, out).
+
+        Weights use the array's whole range, [-1, 1]; the periphery scales column sums by the
+        layer's gain (1/sqrt(inputs)) and adds the bias digitally.
+        """
+        gain = self._info.layers[layer].gain
         if weight.dim() == 3:
-            return torch.baddbmm(bias.unsqueeze(1), x.expand(weight.shape[0], *x.shape), weight.transpose(1, 2))
-        return torch.addmm(bias, x, weight.T)
+            return torch.baddbmm(bias.unsqueeze(1), x.expand(weight.shape[0], *x.shape),
+                                 weight.transpose(1, 2), alpha=gain)
+        return torch.addmm(bias, x, weight.T, alpha=gain)
 
 
 def _largest_magnitude(t: torch.Tensor) -> float:

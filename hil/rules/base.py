@@ -34,6 +34,10 @@ class Rule(ABC):
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         """Measure the batch on the device and set gradients; ``step`` counts from 0 per run."""
 
+    def margin(self) -> float:
+        """How far inside its bounds every device parameter is kept (room for perturbations)."""
+        return 0.0
+
     def summary(self) -> str:
         """One line that says how the rule computes its updates."""
         return self.name

@@ -36,6 +36,10 @@ class MonoForwardDD(Rule):
                 losses.append(goodness_loss(acts[i] @ m.T, y).item())
         return StepOutput(sum(losses) / len(losses), acts)
 
+    def margin(self) -> float:
+        """Room for a +-eps step: |v| is 1 for Rademacher directions, rarely above 3 otherwise."""
+        return self.config.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
+
     def summary(self) -> str:
         per_layer = 1 + 2 * self.config.directions
         splice = all(spec.spliceable for spec in self.info.layers)

@@ -15,8 +15,8 @@ def test_forward_is_the_ideal_mlp():
     device = SimulatedCrossbar(CrossbarOptions(layers=[6, 5, 4]))
     params = _params(device)
     x = torch.rand(9, 6)
-    h = torch.relu(x @ params[0]["weight"].T + params[0]["bias"])
-    out = torch.relu(h @ params[1]["weight"].T + params[1]["bias"])
+    h = torch.relu(x @ params[0]["weight"].T / 6**0.5 + params[0]["bias"])
+    out = torch.relu(h @ params[1]["weight"].T / 5**0.5 + params[1]["bias"])
     acts = device.forward(params, x)
     assert torch.allclose(acts[0], h, atol=1e-6) and torch.allclose(acts[1], out, atol=1e-6)
 
@@ -32,7 +32,7 @@ def test_perturbed_pairs_equal_forwards_at_shifted_parameters():
         for sign, got in ((1, plus[p]), (-1, minus[p])):
             w = params[0]["weight"] + sign * 0.01 * v[p, :, :6]
             b = params[0]["bias"] + sign * 0.01 * v[p, :, 6]
-            assert torch.allclose(got, torch.tanh(x @ w.T + b), atol=1e-6)
+            assert torch.allclose(got, torch.tanh(x @ w.T / 6**0.5 + b), atol=1e-6)
 
 
 def test_counters_count_queries_and_writes():
