@@ -27,9 +27,10 @@ def main() -> None:
     parser.add_argument("--epochs-bp", type=int, default=20)
     parser.add_argument("--epochs-ad", type=int, default=20)
     parser.add_argument("--epochs-dd", type=int, default=40)
-    parser.add_argument("--lr-bp", type=float, default=1e-3)
-    parser.add_argument("--lr-ad", type=float, default=1e-3)
-    parser.add_argument("--lr-dd", type=float, default=1e-3)
+    parser.add_argument("--lr-bp", type=float, default=3e-3)
+    parser.add_argument("--lr-ad", type=float, default=3e-3)
+    parser.add_argument("--lr-dd", type=float, default=3e-3)
+    parser.add_argument("--lr-schedule", default="cosine")
     parser.add_argument("--directions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two epochs each on digits (smoke test)")
@@ -39,6 +40,7 @@ def main() -> None:
     hidden = [int(w) for w in args.hidden.split(",")]
     common = {"dataset": "digits" if args.quick else "fashion-mnist", "data_dir": args.data_dir,
               "hidden": hidden, "batch_size": args.batch_size, "seed": args.seed,
+              "lr_schedule": args.lr_schedule,
               "device": "sim://crossbar"}
     plan = [("bp", args.epochs_bp, args.lr_bp, {}), ("mf-ad", args.epochs_ad, args.lr_ad, {}),
             ("mf-dd", args.epochs_dd, args.lr_dd, {"directions": args.directions})]
@@ -64,7 +66,7 @@ def main() -> None:
         rows.append(f"| {run['label']} | {s['epochs']} | {cum} ({s['test_accuracy_final_layer']:.4f}) | {best} | "
                     f"{ANCHORS[s['rule']]} | {run['train_seconds_per_epoch']:.1f} | {s['device_queries']:,} | "
                     f"{s['queries_per_step']:.0f} |")
-    table = (f"Device `{runs[0]['summary']['device']}`, batch {args.batch_size}, Adam, seed {args.seed}.\n\n"
+    table = (f"Device `{runs[0]['summary']['device']}`, batch {args.batch_size}, Adam with {args.lr_schedule} learning rate, seed {args.seed}.\n\n"
              + "\n".join(rows)
              + f"\n\nmf-dd epoch / mf-ad epoch wall time: **{ratio:.2f}x** (target <= 4x; "
              f"arithmetic floor (2P+1)/3 = {(2 * args.directions + 1) / 3:.1f}).\n")

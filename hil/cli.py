@@ -30,6 +30,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("batch-size", int, "samples per step"),
     ("lr", float, "learning rate"),
     ("optimizer", str, "adam or sgd (momentum)"),
+    ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
     ("directions", int, "P, perturbation directions per layer and step"),
     ("distribution", str, "rademacher, gaussian or sphere"),
     ("combine", str, "mean, or projection onto the span of the directions"),

@@ -33,6 +33,9 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-2, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine anneals the rate to 0 over `epochs`"
+    )
     directions: int = Field(4, gt=0, description="P: directions per step and layer")
     distribution: Distribution = "rademacher"
     combine: Literal["mean", "projection"] = "mean"

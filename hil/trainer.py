@@ -83,6 +83,7 @@ class Trainer:
         self.rule: Rule = make_rule(self.device, self.model, config)
         self.model.clip_(self.info, self.rule.margin())
         self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
         self.stop = StopFlag()
         self.epoch = 0
         self.step_in_epoch = 0
@@ -102,6 +103,11 @@ class Trainer:
         if self.config.optimizer == "adam":
             return torch.optim.Adam(tensors, lr=self.config.lr)
         return torch.optim.SGD(tensors, lr=self.config.lr, momentum=self.config.momentum)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.config.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.config.epochs)
+        return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.config.batch_size)
@@ -170,6 +176,7 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []
+        self.scheduler.step()
         self._save()
 
     def evaluate(self) -> Evaluation:
@@ -189,7 +196,7 @@ class Trainer:
     def _save(self) -> None:
         self.run.save_checkpoint({
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_losses": self.epoch_losses,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
             "train_queries": self.train_queries, "train_steps": self.train_steps,
             "device_queries": self.device_queries(),
@@ -198,6 +205,7 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.epoch_losses = state["epoch_losses"]
