@@ -19,6 +19,7 @@ class ParamSpec(BaseModel):
     high: float = Field(description="largest value the device accepts")
     periodic: bool = Field(False, description="values wrap (phases) instead of clipping")
     resolution: float = Field(0.0, ge=0.0, description="smallest programmable step, 0 if continuous")
+    write_noise: float = Field(0.0, ge=0.0, description="typical sigma a write adds, in these units")
 
 
 class LayerSpec(BaseModel):

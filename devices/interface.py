@@ -9,7 +9,7 @@ queries, a perturbation pair batch with P directions costs 2P.
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -119,6 +119,13 @@ class Device(ABC):
     def forward_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
         """Measure one layer on an injected input ``x``; needs ``layer_input_injection``."""
         raise NotImplementedError(f"{type(self).__name__} does not evaluate single layers")
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Internal state a resumed run needs to continue bit for bit (simulators); hardware: None."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def close(self) -> None:
         """Release the device (links, ports). Idempotent."""

@@ -39,13 +39,22 @@ class TrainConfig(BaseModel):
     directions: int = Field(4, gt=0, description="P: directions per step and layer")
     distribution: Distribution = "rademacher"
     combine: Literal["mean", "projection"] = "mean"
-    eps: float = Field(1e-2, gt=0, description="perturbation step in parameter units")
+    eps: float | Literal["auto"] = Field(
+        "auto", description="perturbation step in parameter units, or auto: calibrated at start-up"
+    )
     m_update: Literal["exact", "dd"] = Field(
         "exact", description="host projection M: closed-form local gradient or DD estimate"
     )
     seed: int = Field(0, ge=0, lt=2**32)
     run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
     torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_positive(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("eps must be positive, or auto")
+        return v
 
     @field_validator("hidden")
     @classmethod

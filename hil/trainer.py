@@ -81,7 +81,6 @@ class Trainer:
         self.info = self.device.info()
         self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device)
         self.rule: Rule = make_rule(self.device, self.model, config)
-        self.model.clip_(self.info, self.rule.margin())
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
         self.stop = StopFlag()
@@ -94,9 +93,14 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []
         self.on_step: Callable[["Trainer"], None] | None = None
+        self.calibration: dict[str, float] | None = None
         checkpoint = run.load_checkpoint()
         if checkpoint is not None:
             self._restore(checkpoint)
+        else:
+            self.calibration = self.rule.calibrate(self.data.x_train[:config.batch_size].to(config.torch_device),
+                                                   self.data.y_train[:config.batch_size].to(config.torch_device))
+        self.model.clip_(self.info, self.rule.margin())
 
     def _optimizer(self) -> torch.optim.Optimizer:
         tensors = self.model.tensors()
@@ -199,7 +203,8 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
             "train_queries": self.train_queries, "train_steps": self.train_steps,
-            "device_queries": self.device_queries(),
+            "device_queries": self.device_queries(), "rule": self.rule.state_dict(),
+            "calibration": self.calibration, "device": self.device.state_dict(),
         })
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -213,7 +218,11 @@ class Trainer:
         self.train_seconds = state["train_seconds"]
         self.train_queries = state["train_queries"]
         self.train_steps = state["train_steps"]
-        self.earlier_queries = state["device_queries"]
+        if state["device"] is not None:
+            self.device.load_state_dict(state["device"])
+        self.earlier_queries = state["device_queries"] - self.device.counters.queries
+        self.rule.load_state_dict(state["rule"])
+        self.calibration = state["calibration"]
         log.info("resumed %s at epoch %d step %d", self.run.path, self.epoch + 1, self.step_in_epoch)
 
     def device_queries(self) -> int:
@@ -234,6 +243,8 @@ class Trainer:
             "epochs": self.epoch,
             "directions": self.config.directions,
             "combine": self.config.combine,
+            "eps": self.rule.state_dict().get("eps"),
+            "calibration": self.calibration,
             "seed": self.config.seed,
             "test_accuracy": cumulative if cumulative is not None else final,
             "test_accuracy_final_layer": final,

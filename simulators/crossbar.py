@@ -1,12 +1,22 @@
-"""A simulated resistive-crossbar network of dense layers, evaluated in torch.
+"""A simulated resistive-crossbar network of dense layers, with the physics of analog arrays.
 
-Weights and biases are normalized to [-1, 1] (a differential conductance pair per weight on a
-real array). This module is the ideal, noise-free array; physics effects wrap the matrix-vector
-product in :meth:`SimulatedCrossbar._mvm`, the one place every evaluation goes through.
+Each weight in [-1, 1] is a differential pair of conductances (fractions of g_max; g_min is
+1/on_off_ratio). An evaluation goes through one pipeline:
+
+    input DAC (quantize, clip) -> IR-drop row attenuation -> column sums per tile
+    -> read noise and output noise -> per-tile ADC (quantize, saturate)
+    -> sum of tiles * gain (1/sqrt(inputs)) + digital bias -> activation
+
+A write programs the target weights with programming noise; stuck-at devices ignore writes;
+conductances drift as ((t + t0)/t0)^-nu from the layer's last write. Every effect draws from its
+own seeded stream (:mod:`simulators.noise`) and is off in the ``ideal`` preset. A device clock
+advances with writes, reads and the link, so drift happens between queries as on a bench.
 """
 
+import copy
 import math
 from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,6 +32,7 @@ from devices.interface import (
     join_chunks,
     split_chunks,
 )
+from simulators.noise import NoiseStreams
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -29,19 +40,41 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hardtanh": torch.nn.functional.hardtanh,
     "identity": lambda z: z,
 }
+PCM_G_MAX_US = 25.0
+BYTES_PER_VALUE = 4
 
 
 class CrossbarOptions(BaseModel):
-    """Options of ``sim://crossbar``, each settable in the URL query."""
+    """Options of ``sim://crossbar``: topology and physics, each settable in the URL query."""
 
     model_config = ConfigDict(extra="forbid")
 
-    layers: list[int] = Field(
-        [64, 256, 256], description="widths, input first: 64,256,256 is two layers"
-    )
+    layers: list[int] = Field([64, 256, 256], description="widths, input first: 64,256,256 is two layers")
     activation: Activation = "relu"
     max_batch: int = Field(65536, gt=0)
     torch_device: str = Field("cpu", description="where the simulation runs: cpu or cuda")
+    seed: int = Field(0, ge=0, description="seed of the static, write, read and time noise streams")
+    dac_bits: int = Field(0, ge=0, le=24, description="input DAC resolution (0: exact)")
+    dac_clip: float = Field(1.0, gt=0, description="input DAC range +-")
+    adc_bits: int = Field(0, ge=0, le=24, description="output ADC resolution per tile (0: exact)")
+    adc_clip: float = Field(10.0, gt=0, description="ADC range +- in column-sum units")
+    output_noise: float = Field(0.0, ge=0, description="additive Gaussian on column sums before the ADC")
+    read_noise: float = Field(0.0, ge=0, description="per-read Gaussian weight noise, weight units")
+    prog_noise: Literal["none", "percent", "pcm"] = Field("none", description="programming-noise model")
+    prog_noise_percent: float = Field(3.0, ge=0, description="sigma in % of g_max for the percent model")
+    on_off_ratio: float = Field(25.0, gt=1, description="g_max / g_min")
+    drift_nu: float = Field(0.0, ge=0, description="mean drift exponent nu (0: no drift)")
+    drift_nu_std: float = Field(0.0, ge=0, description="device-to-device spread of nu")
+    drift_t0: float = Field(20.0, gt=0, description="drift reference time t0, seconds")
+    stuck_at_min: float = Field(0.0, ge=0, le=1, description="fraction of devices stuck at g_min")
+    stuck_at_max: float = Field(0.0, ge=0, le=1, description="fraction of devices stuck at g_max")
+    tile_rows: int = Field(0, ge=0, description="inputs per tile, each tile with its own ADC (0: one tile)")
+    ir_drop: float = Field(0.0, ge=0, lt=1, description="attenuation of a tile's farthest row")
+    write_seconds: float = Field(0.0, ge=0, description="time to program one row, per verify iteration")
+    write_verify: int = Field(1, ge=1, description="write-verify iterations per write")
+    read_seconds: float = Field(0.0, ge=0, description="time of one read (one input vector)")
+    link_bytes_per_second: float = Field(0.0, ge=0, description="link bandwidth (0: no link cost)")
+    link_latency: float = Field(0.0, ge=0, description="link latency per message, seconds")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -57,111 +90,299 @@ class CrossbarOptions(BaseModel):
             raise ValueError("give at least two positive widths, input first, e.g. 64,256,256")
         return v
 
+    @property
+    def weight_effects(self) -> bool:
+        """Effects that make every write land differently (no shortcut for perturbations)."""
+        return self.prog_noise != "none" or self.stuck_at_min > 0 or self.stuck_at_max > 0
+
+
+def quantize(t: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
+    """Signed uniform quantizer: clip to +-clip, 2**bits - 1 levels including 0."""
+    step = clip / (2 ** (bits - 1) - 1)
+    return torch.round(t.clamp(-clip, clip) / step) * step
+
 
 class SimulatedCrossbar(Device):
-    """In-process crossbar network: forward, vectorized perturbation pairs, counters."""
+    """In-process crossbar network: forward, vectorized perturbation pairs, physics, a clock."""
 
-    def __init__(self, options: CrossbarOptions | None = None) -> None:
-        self.options = options or CrossbarOptions()
-        self._torch_device = torch.device(self.options.torch_device)
-        widths = self.options.layers
+    def __init__(self, options: CrossbarOptions | None = None, preset: str = "ideal") -> None:
+        self.options = opts = options or CrossbarOptions()
+        self.preset = preset
+        self._dev = torch.device(opts.torch_device)
+        widths = opts.layers
         self._info = DeviceInfo(
-            identity=f"hil simulated crossbar {'x'.join(map(str, widths))}",
+            identity=f"hil simulated crossbar {'x'.join(map(str, widths))} ({preset})",
             firmware="sim",
             layers=tuple(
                 LayerSpec(
-                    kind="dense",
-                    inputs=n_in,
-                    outputs=n_out,
-                    activation=self.options.activation,
+                    kind="dense", inputs=n_in, outputs=n_out, activation=opts.activation,
                     gain=1 / math.sqrt(n_in),
                     params=(
-                        ParamSpec(name="weight", shape=(n_out, n_in), low=-1.0, high=1.0),
+                        ParamSpec(name="weight", shape=(n_out, n_in), low=-1.0, high=1.0,
+                                  write_noise=self._write_noise_estimate()),
                         ParamSpec(name="bias", shape=(n_out,), low=-1.0, high=1.0),
                     ),
                 )
                 for n_in, n_out in zip(widths[:-1], widths[1:])
             ),
-            max_batch=self.options.max_batch,
+            max_batch=opts.max_batch,
             capabilities=Capabilities(differentiable=True),
         )
         self._counters = Counters()
-        self._act = ACTIVATIONS[self.options.activation]
+        self._act = ACTIVATIONS[opts.activation]
+        self.streams = NoiseStreams(opts.seed)
+        self.clock = 0.0
+        n_layers = len(self._info.layers)
+        self._target: list[LayerParams | None] = [None] * n_layers
+        self._programmed: list[torch.Tensor | None] = [None] * n_layers
+        self._written_at = [0.0] * n_layers
+        self._layer_writes = [0] * n_layers
+        self._static = [self._draw_static(spec, i) for i, spec in enumerate(self._info.layers)]
+
+    # ----------------------------------------------------------------- the Device contract
 
     def info(self) -> DeviceInfo:
         return self._info
 
     @property
     def counters(self) -> Counters:
+        self._counters.extra["writes_per_cell"] = float(max(self._layer_writes))
+        self._counters.extra["device_clock_seconds"] = self.clock
         return self._counters
 
     def forward(self, params: list[LayerParams], x: torch.Tensor) -> list[torch.Tensor]:
         check_params(self._info, params)
+        self._link(x.numel(), 0)
+        acts = []
+        a = x.to(self._dev)
         with torch.no_grad():
-            acts = self._run(params, x.to(self._torch_device))
+            for i, p in enumerate(params):
+                a = self._evaluate(i, p, a)
+                acts.append(a)
         self._counters.forwards += 1
-        self._counters.queries += len(acts)
-        self._counters.param_writes += len(acts)
+        self._link(0, sum(a.numel() for a in acts))
         return acts
 
     def forward_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            out = self._act(self._mvm(layer, params["weight"], params["bias"], x))
-        self._counters.queries += 1
-        self._counters.param_writes += 1
-        return out
+            return self._evaluate(layer, params, x.to(self._dev))
 
     def perturbed_pairs(
         self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
     ) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self._info.layers[layer]
         n_dir = len(perturbation.seeds)
+        queries = 2 * n_dir
+        self._link(x.numel() + len(perturbation.seeds) + 4, 0)
         with torch.no_grad():
-            x = x.to(self._torch_device)
-            base = join_chunks(spec, params).to(self._torch_device)
-            v = perturbation.vectors(spec, self._torch_device)
+            x = self._dac(x.to(self._dev))
+            base = join_chunks(spec, params).to(self._dev)
+            v = perturbation.vectors(spec, self._dev)
             reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
-            if _largest_magnitude(base) + reach <= 1.0 + 1e-6:  # float32 slack of 0.99 + 0.01
-                # Nothing clips, and the array's product is linear in its conductances:
-                # (W +- eps V) x = W x +- eps V x, so P direction products serve all 2P queries.
+            if not self.options.weight_effects and _largest_magnitude(base) + reach <= 1.0 + 1e-6:
+                # Writes land exactly and nothing clips; the array's product is linear in its
+                # conductances: (W +- eps V) x = W x +- eps V x, so P direction products serve 2P queries.
                 along = split_chunks(spec, v)
-                z0 = self._mvm(layer, params["weight"], params["bias"], x)
-                dz = self._mvm(layer, along["weight"], along["bias"], x).mul_(perturbation.eps)
-                z = torch.cat([z0 + dz, z0 - dz])
+                s0 = self._column_sums(layer, x, params["weight"])
+                ds = self._column_sums(layer, x, along["weight"]).mul_(perturbation.eps)
+                sums = torch.cat([s0 + ds, s0 - ds])
+                db = perturbation.eps * along["bias"]
+                bias = torch.cat([params["bias"] + db, params["bias"] - db])
             else:
                 step = perturbation.eps * v
                 shifted = clip_to_bounds(spec, split_chunks(spec, torch.cat([base + step, base - step])))
-                z = self._mvm(layer, shifted["weight"], shifted["bias"], x)
-            out = self._act(z)
-        self._counters.queries += 2 * n_dir
-        self._counters.param_writes += 2 * n_dir
+                sums = self._column_sums(layer, x, self._program(layer, shifted["weight"]))
+                bias = shifted["bias"]
+            out = self._act(self._periphery(layer, sums, x, bias))
+        self._target[layer] = None  # the array now holds the last perturbed weights
+        self._layer_writes[layer] += queries
+        self._tick(queries * self._write_time(spec) + queries * len(x) * self.options.read_seconds)
+        self._counters.queries += queries
+        self._counters.param_writes += queries
         self._counters.perturbation_batches += 1
+        self._link(0, out.numel())
         return out[:n_dir], out[n_dir:]
 
     def differentiable_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
-        """Autograd forward of one layer, for the simulator-only baselines (``mf-ad``, ``bp``)."""
-        self._counters.queries += 1
-        return self._act(self._mvm(layer, params["weight"], params["bias"], x.to(self._torch_device)))
+        """Autograd forward of one layer of the *ideal* array (the simulator-only baselines).
 
-    def _run(self, params: list[LayerParams], x: torch.Tensor) -> list[torch.Tensor]:
-        acts = []
-        a = x
-        for i, p in enumerate(params):
-            a = self._act(self._mvm(i, p["weight"], p["bias"], a))
-            acts.append(a)
-        return acts
-
-    def _mvm(self, layer: int, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Pre-activations ``gain * x W^T + b``; a leading batch of weight sets gives (K, batch, out).
-
-        Weights use the array's whole range, [-1, 1]; the periphery scales column sums by the
-        layer's gain (1/sqrt(inputs)) and adds the bias digitally.
+        Baselines trained this way are ex situ: their weights are then written to the device.
         """
-        gain = self._info.layers[layer].gain
-        if weight.dim() == 3:
-            return torch.baddbmm(bias.unsqueeze(1), x.expand(weight.shape[0], *x.shape),
-                                 weight.transpose(1, 2), alpha=gain)
-        return torch.addmm(bias, x, weight.T, alpha=gain)
+        self._counters.queries += 1
+        spec = self._info.layers[layer]
+        return self._act(torch.addmm(params["bias"], x.to(self._dev), params["weight"].T, alpha=spec.gain))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit."""
+        return copy.deepcopy({
+            "streams": self.streams.state_dict(), "clock": self.clock, "target": self._target,
+            "programmed": self._programmed, "written_at": self._written_at,
+            "layer_writes": self._layer_writes, "counters": self._counters,
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = copy.deepcopy(state)
+        self.streams.load_state_dict(state["streams"])
+        self.clock = state["clock"]
+        self._target, self._programmed = state["target"], state["programmed"]
+        self._written_at, self._layer_writes = state["written_at"], state["layer_writes"]
+        self._counters = state["counters"]
+
+    # ----------------------------------------------------------------- physics
+
+    def _evaluate(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
+        """Write ``params`` if they changed, then read the layer on input ``x``."""
+        spec = self._info.layers[layer]
+        target = self._target[layer]
+        if target is None or not all(torch.equal(target[k], params[k]) for k in params):
+            self._target[layer] = {k: v.detach().clone() for k, v in params.items()}
+            self._link(sum(v.numel() for v in params.values()), 0)
+            self._programmed[layer] = self._program(layer, params["weight"].to(self._dev))
+            self._written_at[layer] = self.clock
+            self._layer_writes[layer] += 1
+            self._counters.param_writes += 1
+            self._tick(self._write_time(spec))
+        weight = self._drifted(layer)
+        x = self._dac(x)
+        out = self._act(self._periphery(layer, self._column_sums(layer, x, weight), x, params["bias"].to(self._dev)))
+        self._counters.queries += 1
+        self._tick(len(x) * self.options.read_seconds)
+        return out
+
+    def _program(self, layer: int, target: torch.Tensor) -> torch.Tensor:
+        """Weights a write of ``target`` leaves on the array: programming noise, stuck devices."""
+        opts = self.options
+        w = target
+        if opts.prog_noise != "none":
+            sigma = self._prog_sigma(w)
+            w = (w + sigma * self.streams.normal("write", "programming", tuple(w.shape)).to(self._dev)).clamp(-1, 1)
+        static = self._static[layer]
+        if "stuck_plus" in static:
+            g_plus, g_minus = self._pair(w)
+            g_plus = torch.where(static["stuck_plus"] >= 0, static["stuck_plus"], g_plus)
+            g_minus = torch.where(static["stuck_minus"] >= 0, static["stuck_minus"], g_minus)
+            w = (g_plus - g_minus) / self._span
+        return w
+
+    def _drifted(self, layer: int) -> torch.Tensor:
+        """The programmed weights as read now: each device's conductance decays since the write."""
+        w = self._programmed[layer]
+        assert w is not None
+        static = self._static[layer]
+        if "nu_plus" not in static:
+            return w
+        factor = (self.clock - self._written_at[layer] + self.options.drift_t0) / self.options.drift_t0
+        g_plus, g_minus = self._pair(w)
+        log_f = math.log(factor)
+        return (g_plus * torch.exp(-static["nu_plus"] * log_f) - g_minus * torch.exp(-static["nu_minus"] * log_f)) / self._span
+
+    def _column_sums(self, layer: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Raw column sums per tile: (..., tiles, batch, outputs) for weights (..., outputs, inputs)."""
+        opts = self.options
+        static = self._static[layer]
+        if "row_gain" in static:
+            x = x * static["row_gain"]
+        rows = opts.tile_rows or x.shape[-1]
+        tiles = -(-x.shape[-1] // rows)
+        if tiles == 1:
+            return torch.matmul(x, weight.transpose(-1, -2)).unsqueeze(-3)
+        pad = tiles * rows - x.shape[-1]
+        xt = torch.nn.functional.pad(x, (0, pad)).reshape(len(x), tiles, rows).transpose(0, 1)
+        wt = torch.nn.functional.pad(weight, (0, pad)).reshape(*weight.shape[:-1], tiles, rows)
+        return torch.matmul(xt, wt.movedim(-2, -3).transpose(-1, -2))
+
+    def _periphery(self, layer: int, sums: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Read and output noise, per-tile ADC, tile sum, gain and bias: pre-activations."""
+        opts = self.options
+        if opts.read_noise > 0:
+            # per-read weight noise sums over a tile's rows to N(0, sigma^2 |x_tile|^2) per output
+            rows = opts.tile_rows or x.shape[-1]
+            tiles = sums.shape[-3]
+            xt = torch.nn.functional.pad(x, (0, tiles * rows - x.shape[-1])).reshape(len(x), tiles, rows)
+            scale = opts.read_noise * xt.square().sum(-1).sqrt().T.unsqueeze(-1)
+            sums = sums + scale * self.streams.normal("read", "read", tuple(sums.shape)).to(self._dev)
+        if opts.output_noise > 0:
+            sums = sums + self.streams.normal("read", "output", tuple(sums.shape), opts.output_noise).to(self._dev)
+        if opts.adc_bits:
+            sums = quantize(sums, opts.adc_bits, opts.adc_clip)
+        z = sums.sum(-3) * self._info.layers[layer].gain
+        return z + bias.unsqueeze(-2)
+
+    def _dac(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize(x, self.options.dac_bits, self.options.dac_clip) if self.options.dac_bits else x
+
+    def _draw_static(self, spec: LayerSpec, layer: int) -> dict[str, torch.Tensor]:
+        """Per-device properties drawn once: drift exponents, stuck devices, IR-drop row gains."""
+        opts = self.options
+        shape = (spec.outputs, spec.inputs)
+        out: dict[str, torch.Tensor] = {}
+        if opts.drift_nu > 0:
+            for side in ("plus", "minus"):
+                nu = opts.drift_nu + self.streams.normal("static", f"drift/{layer}/{side}", shape, opts.drift_nu_std)
+                out[f"nu_{side}"] = nu.clamp(min=0).to(self._dev)
+        if opts.stuck_at_min > 0 or opts.stuck_at_max > 0:
+            for side in ("plus", "minus"):
+                u = self.streams.uniform("static", f"stuck/{layer}/{side}", shape)
+                stuck = torch.full(shape, -1.0)
+                stuck[u < opts.stuck_at_min] = self._g_min
+                stuck[(u >= opts.stuck_at_min) & (u < opts.stuck_at_min + opts.stuck_at_max)] = 1.0
+                out[f"stuck_{side}"] = stuck.to(self._dev)
+        if opts.ir_drop > 0:
+            rows = opts.tile_rows or spec.inputs
+            position = torch.arange(spec.inputs) % rows
+            out["row_gain"] = (1 - opts.ir_drop * position / max(rows - 1, 1)).to(self._dev)
+        return out
+
+    @property
+    def _g_min(self) -> float:
+        return 1 / self.options.on_off_ratio
+
+    @property
+    def _span(self) -> float:
+        return 1 - self._g_min
+
+    def _pair(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conductances (fractions of g_max) of the differential pair holding weight ``w``."""
+        return self._g_min + torch.relu(w) * self._span, self._g_min + torch.relu(-w) * self._span
+
+    def _prog_sigma(self, w: torch.Tensor) -> torch.Tensor | float:
+        """Programming-noise sigma of a weight, in weight units (both devices of the pair)."""
+        if self.options.prog_noise == "percent":
+            return math.sqrt(2) * self.options.prog_noise_percent / 100 / self._span
+        g_plus, g_minus = self._pair(w)
+        sigma_plus, sigma_minus = _pcm_sigma(g_plus), _pcm_sigma(g_minus)
+        return torch.sqrt(sigma_plus.square() + sigma_minus.square()) / self._span
+
+    def _write_noise_estimate(self) -> float:
+        """Typical programming-noise sigma in weight units, for ``ParamSpec.write_noise``."""
+        opts = self.options
+        if opts.prog_noise == "none":
+            return 0.0
+        if opts.prog_noise == "percent":
+            return math.sqrt(2) * opts.prog_noise_percent / 100 / (1 - 1 / opts.on_off_ratio)
+        g = torch.tensor([0.5, 1 / opts.on_off_ratio])
+        return float(_pcm_sigma(g).square().sum().sqrt()) / (1 - 1 / opts.on_off_ratio)
+
+    def _write_time(self, spec: LayerSpec) -> float:
+        return spec.outputs * self.options.write_seconds * self.options.write_verify
+
+    def _tick(self, seconds: float) -> None:
+        self.clock += seconds
+        self._counters.device_seconds += seconds
+
+    def _link(self, values_out: int, values_in: int) -> None:
+        opts = self.options
+        self._counters.bytes_sent += values_out * BYTES_PER_VALUE
+        self._counters.bytes_received += values_in * BYTES_PER_VALUE
+        if opts.link_bytes_per_second > 0:
+            seconds = opts.link_latency + (values_out + values_in) * BYTES_PER_VALUE / opts.link_bytes_per_second
+            self.clock += seconds
+            self._counters.extra["link_seconds"] = self._counters.extra.get("link_seconds", 0.0) + seconds
+
+
+def _pcm_sigma(g: torch.Tensor) -> torch.Tensor:
+    """PCM programming noise (aihwkit's fit) in fractions of g_max, for conductance fraction g."""
+    return (0.263 + 1.965 * g - 1.173 * g.square()) / PCM_G_MAX_US
 
 
 def _largest_magnitude(t: torch.Tensor) -> float:

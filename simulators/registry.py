@@ -1,4 +1,4 @@
-"""``sim://KIND?options``: open a simulated device in process."""
+"""``sim://KIND?preset=NAME&options``: open a simulated device in process."""
 
 from urllib.parse import urlsplit
 
@@ -8,23 +8,30 @@ from devices.errors import DeviceURLError
 from devices.interface import Device
 from devices.registry import url_options
 from simulators.crossbar import CrossbarOptions, SimulatedCrossbar
+from simulators.presets import preset_options
 
 KINDS = {"crossbar": (CrossbarOptions, SimulatedCrossbar)}
 
 
 def open_sim(url: str) -> Device:
-    """Open ``sim://crossbar?layers=64,256,256&activation=relu``."""
+    """Open ``sim://crossbar?preset=pcm&seed=3&layers=64,256,256``: preset first, then options."""
     kind = urlsplit(url).netloc or "crossbar"
     if kind not in KINDS:
         raise DeviceURLError(f"unknown simulator {kind!r} in {url!r}; choose one of {sorted(KINDS)}")
     options_cls, device_cls = KINDS[kind]
+    given = url_options(url)
+    preset = given.pop("preset", "ideal")
     try:
-        options = options_cls(**url_options(url))
+        values = {**preset_options(preset), **given}
+    except KeyError as err:
+        raise DeviceURLError(f"{url!r}: {err.args[0]}") from None
+    try:
+        options = options_cls(**values)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        valid = ", ".join(options_cls.model_fields)
+        valid = ", ".join(["preset", *options_cls.model_fields])
         raise DeviceURLError(
             f"{url!r}: option {field!r}: {first['msg']} (options of sim://{kind}: {valid})"
         ) from None
-    return device_cls(options)
+    return device_cls(options, preset)

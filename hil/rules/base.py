@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,17 @@ class Rule(ABC):
     @abstractmethod
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         """Measure the batch on the device and set gradients; ``step`` counts from 0 per run."""
+
+    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
+        """Measure what the rule needs from the device before training (once per run)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of the rule (for example the calibrated eps)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def margin(self) -> float:
         """How far inside its bounds every device parameter is kept (room for perturbations)."""

@@ -1,7 +1,10 @@
 """``mf-dd``: Mono-Forward with directional derivatives measured on the device (the product)."""
 
+from typing import Any
+
 import torch
 
+from hil.calibration import choose_eps
 from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad, goodness_loss
 from hil.rules.base import Rule, StepOutput, step_seeds
 
@@ -10,6 +13,16 @@ class MonoForwardDD(Rule):
     """One base forward, then per layer P perturbation pairs; no autograd anywhere."""
 
     name = "mf-dd"
+    eps: float = 0.0
+
+    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
+        """Fix eps: the configured value, or one chosen above the device's measured noise."""
+        if self.config.eps != "auto":
+            self.eps = self.config.eps
+            return None
+        result = choose_eps(self.device, self.model, x, y, self.config.directions, self.config.distribution)
+        self.eps = result.eps
+        return result.as_dict()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         cfg = self.config
@@ -23,26 +36,32 @@ class MonoForwardDD(Rule):
                 m = self.model.projections[i].detach()
                 seeds = step_seeds(cfg.seed, step, i, cfg.directions)
                 grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], m, y,
-                                       seeds, cfg.eps, cfg.distribution, cfg.combine)
+                                       seeds, self.eps, cfg.distribution, cfg.combine)
                 for name, g in grads.items():
                     self.model.params[i][name].grad = g
                 if cfg.m_update == "exact":
                     m_grad = exact_projection_grad(acts[i], m, y)
                 else:
                     m_seeds = step_seeds(cfg.seed, step, n_layers + i, cfg.directions)
-                    m_grad = estimate_projection(acts[i], m, y, m_seeds, cfg.eps, cfg.distribution,
+                    m_grad = estimate_projection(acts[i], m, y, m_seeds, self.eps, cfg.distribution,
                                                  cfg.combine)
                 self.model.projections[i].grad = m_grad
                 losses.append(goodness_loss(acts[i] @ m.T, y).item())
         return StepOutput(sum(losses) / len(losses), acts)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"eps": self.eps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.eps = state["eps"]
+
     def margin(self) -> float:
         """Room for a +-eps step: |v| is 1 for Rademacher directions, rarely above 3 otherwise."""
-        return self.config.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
+        return self.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
 
     def summary(self) -> str:
         per_layer = 1 + 2 * self.config.directions
         splice = all(spec.spliceable for spec in self.info.layers)
         how = "chunks spliced" if splice else "chunks queried one at a time (2P per chunk)"
         return (f"mf-dd: {per_layer} queries per layer per step (1 + 2P, P={self.config.directions}), "
-                f"{how}; M by {'closed form' if self.config.m_update == 'exact' else 'DD'}")
+                f"{how}; eps {self.eps:.4g}; M by {'closed form' if self.config.m_update == 'exact' else 'DD'}")

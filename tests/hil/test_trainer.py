@@ -10,7 +10,8 @@ from simulators import SimulatedCrossbar
 
 
 def _trainer(tmp_path, progress=False, **fields):
-    values = {"epochs": 2, "hidden": [32], "batch_size": 128, "run_dir": tmp_path / "run", **fields}
+    values = {"epochs": 2, "hidden": [32], "batch_size": 128, "run_dir": tmp_path / "run",
+              "lr_schedule": "cosine", **fields}
     config = build_config(values)
     run = RunFolder.create(config) if not (tmp_path / "run" / "checkpoint.pt").exists() else RunFolder(tmp_path / "run")
     return Trainer(config, run, progress=progress)
@@ -118,3 +119,29 @@ def test_mf_dd_uses_no_autograd(tmp_path, monkeypatch):
 def test_device_base_class_is_abstract():
     with pytest.raises(TypeError):
         Device()  # type: ignore[abstract]
+
+
+def test_resume_on_a_noisy_device_equals_an_uninterrupted_run(tmp_path):
+    noisy = {"device": "sim://crossbar?preset=pcm&seed=2", "epochs": 2}
+    whole = _trainer(tmp_path / "whole", **noisy)
+    whole.fit()
+    interrupted = _trainer(tmp_path / "split", **noisy)
+    interrupted.on_step = lambda t: t.stop.request("test") if t.train_steps == 4 else None
+    interrupted.fit()
+    resumed = _trainer(tmp_path / "split", **noisy)
+    summary = resumed.fit()
+    for a, b in zip(whole.model.tensors(), resumed.model.tensors()):
+        assert torch.equal(a, b)
+    assert summary["device_queries"] == whole.summary("finished")["device_queries"]
+    assert summary["eps"] == whole.summary("finished")["eps"]
+
+
+def test_auto_eps_sits_above_the_noise_floors(tmp_path):
+    ideal = _trainer(tmp_path / "ideal", epochs=1)
+    assert ideal.rule.eps == pytest.approx(0.01) and ideal.calibration["loss_noise"] == 0
+    noisy = _trainer(tmp_path / "pcm", epochs=1, device="sim://crossbar?preset=pcm")
+    write_noise = noisy.info.layers[0].params[0].write_noise
+    assert noisy.rule.eps >= 3 * write_noise > 0
+    assert noisy.calibration["loss_noise"] > 0
+    fixed = _trainer(tmp_path / "fixed", epochs=1, eps=0.05)
+    assert fixed.rule.eps == 0.05 and fixed.calibration is None
