@@ -191,7 +191,8 @@ class SimulatedCrossbar(Device):
             else:
                 step = perturbation.eps * v
                 shifted = clip_to_bounds(spec, split_chunks(spec, torch.cat([base + step, base - step])))
-                sums = self._column_sums(layer, x, self._program(layer, shifted["weight"]))
+                written = self._program(layer, shifted["weight"], sigma_at=params["weight"].to(self._dev))
+                sums = self._column_sums(layer, x, written)
                 bias = shifted["bias"]
             out = self._act(self._periphery(layer, sums, x, bias))
         self._target[layer] = None  # the array now holds the last perturbed weights
@@ -249,19 +250,26 @@ class SimulatedCrossbar(Device):
         self._tick(len(x) * self.options.read_seconds)
         return out
 
-    def _program(self, layer: int, target: torch.Tensor) -> torch.Tensor:
-        """Weights a write of ``target`` leaves on the array: programming noise, stuck devices."""
+    def _program(self, layer: int, target: torch.Tensor, sigma_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights a write of ``target`` leaves on the array: programming noise, stuck devices.
+
+        ``sigma_at`` gives the weights whose programming-noise sigma applies (a batch of
+        perturbed writes uses its base weights: eps moves sigma by about 1 %).
+        """
         opts = self.options
         w = target
         if opts.prog_noise != "none":
-            sigma = self._prog_sigma(w)
+            sigma = self._prog_sigma(target if sigma_at is None else sigma_at)
             w = (w + sigma * self.streams.normal("write", "programming", tuple(w.shape)).to(self._dev)).clamp(-1, 1)
         static = self._static[layer]
-        if "stuck_plus" in static:
-            g_plus, g_minus = self._pair(w)
+        if "stuck_index" in static:
+            flat = w.reshape(*w.shape[:-2], -1).clone()
+            cells = flat[..., static["stuck_index"]]
+            g_plus, g_minus = self._pair(cells)
             g_plus = torch.where(static["stuck_plus"] >= 0, static["stuck_plus"], g_plus)
             g_minus = torch.where(static["stuck_minus"] >= 0, static["stuck_minus"], g_minus)
-            w = (g_plus - g_minus) / self._span
+            flat[..., static["stuck_index"]] = (g_plus - g_minus) / self._span
+            w = flat.reshape(w.shape)
         return w
 
     def _drifted(self, layer: int) -> torch.Tensor:
@@ -321,12 +329,17 @@ class SimulatedCrossbar(Device):
                 nu = opts.drift_nu + self.streams.normal("static", f"drift/{layer}/{side}", shape, opts.drift_nu_std)
                 out[f"nu_{side}"] = nu.clamp(min=0).to(self._dev)
         if opts.stuck_at_min > 0 or opts.stuck_at_max > 0:
+            sides = {}
             for side in ("plus", "minus"):
-                u = self.streams.uniform("static", f"stuck/{layer}/{side}", shape)
-                stuck = torch.full(shape, -1.0)
+                u = self.streams.uniform("static", f"stuck/{layer}/{side}", shape).reshape(-1)
+                stuck = torch.full_like(u, -1.0)
                 stuck[u < opts.stuck_at_min] = self._g_min
                 stuck[(u >= opts.stuck_at_min) & (u < opts.stuck_at_min + opts.stuck_at_max)] = 1.0
-                out[f"stuck_{side}"] = stuck.to(self._dev)
+                sides[side] = stuck
+            index = torch.nonzero((sides["plus"] >= 0) | (sides["minus"] >= 0)).squeeze(1)
+            out["stuck_index"] = index.to(self._dev)
+            out["stuck_plus"] = sides["plus"][index].to(self._dev)
+            out["stuck_minus"] = sides["minus"][index].to(self._dev)
         if opts.ir_drop > 0:
             rows = opts.tile_rows or spec.inputs
             position = torch.arange(spec.inputs) % rows
@@ -346,12 +359,15 @@ class SimulatedCrossbar(Device):
         return self._g_min + torch.relu(w) * self._span, self._g_min + torch.relu(-w) * self._span
 
     def _prog_sigma(self, w: torch.Tensor) -> torch.Tensor | float:
-        """Programming-noise sigma of a weight, in weight units (both devices of the pair)."""
+        """Programming-noise sigma of a weight, in weight units (both devices of the pair).
+
+        One device of a pair sits at g_min, the other at g_min + |w| * span.
+        """
         if self.options.prog_noise == "percent":
             return math.sqrt(2) * self.options.prog_noise_percent / 100 / self._span
-        g_plus, g_minus = self._pair(w)
-        sigma_plus, sigma_minus = _pcm_sigma(g_plus), _pcm_sigma(g_minus)
-        return torch.sqrt(sigma_plus.square() + sigma_minus.square()) / self._span
+        at_min = _pcm_sigma(torch.tensor(self._g_min)).item() ** 2
+        sigma_on = _pcm_sigma(w.abs() * self._span + self._g_min)
+        return sigma_on.square_().add_(at_min).sqrt_().div_(self._span)
 
     def _write_noise_estimate(self) -> float:
         """Typical programming-noise sigma in weight units, for ``ParamSpec.write_noise``."""
