@@ -16,8 +16,11 @@ from hil.runs import RunFolder
 from hil.trainer import Trainer
 
 
-def run_rule(values: dict[str, Any], label: str) -> dict[str, Any]:
-    """Train one config in a scratch run folder; return its summary, history and epoch times."""
+def run_rule(values: dict[str, Any], label: str, keep_trainer: bool = False) -> dict[str, Any]:
+    """Train one config in a scratch run folder; return its summary, history and epoch times.
+
+    With ``keep_trainer`` the result also holds the trainer (model and device) under "trainer".
+    """
     with tempfile.TemporaryDirectory() as scratch:
         config = build_config({**values, "run_dir": Path(scratch) / "run"})
         trainer = Trainer(config, RunFolder.create(config), progress=sys.stderr.isatty())
@@ -30,12 +33,15 @@ def run_rule(values: dict[str, Any], label: str) -> dict[str, Any]:
     best = max(history, key=lambda row: row[headline])
     print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "
           f"{summary['test_accuracy_final_layer']:.4f}), {wall:.0f} s", file=sys.stderr)
-    return {
+    result = {
         "label": label, "config": config.model_dump(mode="json", exclude={"run_dir"}),
         "summary": summary, "history": history, "wall_seconds": wall,
         "train_seconds_per_epoch": sum(seconds) / len(seconds),
         "best_epoch": best["epoch"], "best_test_accuracy": best[headline],
     }
+    if keep_trainer:
+        result["trainer"] = trainer
+    return result
 
 
 def environment() -> dict[str, Any]:

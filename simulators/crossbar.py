@@ -213,6 +213,10 @@ class SimulatedCrossbar(Device):
         spec = self._info.layers[layer]
         return self._act(torch.addmm(params["bias"], x.to(self._dev), params["weight"].T, alpha=spec.gain))
 
+    def wait(self, seconds: float) -> None:
+        """Let time pass on the bench: drift continues, nothing is written or read."""
+        self.clock += seconds
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue bit for bit."""
         return copy.deepcopy({

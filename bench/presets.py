@@ -1,0 +1,118 @@
+"""mf-dd on every simulator preset, and in-situ versus ex-situ training on the noisy ones.
+
+For each preset: mf-dd trained in situ (test accuracy, device seconds, writes per cell, epoch wall
+time relative to ``ideal`` in the same run). Then the case for in-situ training: ``bp`` trained on
+the ideal model and written to the noisy chip (ex situ), against the in-situ mf-dd weights written
+to the same chip (same seed, so the same stuck devices and drift exponents), both evaluated at the
+same device time since that write.
+
+    python bench/presets.py                      # digits (a few minutes on 2 cores)
+    python bench/presets.py --dataset fashion-mnist --epochs 5
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import environment, run_rule, write_results  # noqa: E402
+
+from devices import open_device  # noqa: E402
+from hil.data import Dataset, load_dataset  # noqa: E402
+from hil.model import MonoForward  # noqa: E402
+from hil.trainer import resolve_device_url  # noqa: E402
+
+PRESETS = ["ideal", "rram", "pcm"]
+WAITS = {"0 s": 0.0, "1 h": 3600.0, "1 day": 86400.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--hidden", default="256,256")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    hidden = [int(w) for w in args.hidden.split(",")]
+    data = load_dataset(args.dataset, args.data_dir)
+    common = {"dataset": args.dataset, "data_dir": args.data_dir, "hidden": hidden, "epochs": args.epochs,
+              "seed": args.seed, "lr_schedule": "cosine"}
+
+    in_situ: dict[str, dict[str, Any]] = {}
+    trainers = {}
+    for preset in PRESETS:
+        url = resolve_device_url(f"sim://crossbar?preset={preset}&seed={args.seed}", data.features, hidden)
+        run = run_rule({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {preset}", keep_trainer=True)
+        trainers[preset] = run.pop("trainer")
+        in_situ[preset] = run
+    ideal_url = resolve_device_url("sim://crossbar?preset=ideal", data.features, hidden)
+    bp = run_rule({**common, "rule": "bp", "device": ideal_url}, "bp on ideal (ex situ)", keep_trainer=True)
+    bp_trainer = bp.pop("trainer")
+
+    deploy = {}
+    for preset in PRESETS[1:]:
+        url = resolve_device_url(f"sim://crossbar?preset={preset}&seed={args.seed}", data.features, hidden)
+        bp_model_tensors = bp_trainer.model.state_dict()["tensors"]
+        ex = deployed_final_layer(url, bp_model_tensors, data)
+        ins = deployed_cumulative(url, trainers[preset].model.state_dict()["tensors"], data)
+        deploy[preset] = {"ex_situ_bp": ex, "in_situ_mf_dd": ins}
+
+    ideal_epoch = in_situ["ideal"]["train_seconds_per_epoch"]
+    rows = ["| preset | mf-dd test acc. (final layer) | eps | device s | writes / cell | epoch wall time vs ideal |",
+            "|---|---|---|---|---|---|"]
+    for preset, run in in_situ.items():
+        s = run["summary"]
+        counters = trainers[preset].device.counters
+        rows.append(f"| {preset} | {s['test_accuracy']:.4f} ({s['test_accuracy_final_layer']:.4f}) | {s['eps']:.3g} | "
+                    f"{counters.device_seconds:.3g} | {counters.extra['writes_per_cell']:,.0f} | "
+                    f"{run['train_seconds_per_epoch'] / ideal_epoch:.2f}x |")
+    rows += ["", "| preset | " + " | ".join(f"ex situ bp, {w}" for w in WAITS) + " | "
+             + " | ".join(f"in situ mf-dd, {w}" for w in WAITS) + " |",
+             "|---|" + "---|" * (2 * len(WAITS))]
+    for preset, d in deploy.items():
+        rows.append(f"| {preset} | " + " | ".join(f"{v:.4f}" for v in d["ex_situ_bp"].values()) + " | "
+                    + " | ".join(f"{v:.4f}" for v in d["in_situ_mf_dd"].values()) + " |")
+    table = (f"{args.dataset}, MLP {data.features}-{args.hidden}, {args.epochs} epochs, seed {args.seed}; "
+             f"bp on ideal reached {bp['summary']['test_accuracy']:.4f} there.\n\n" + "\n".join(rows) + "\n")
+    payload = {"environment": environment(), "in_situ": in_situ, "bp_ideal": bp, "deployed": deploy}
+    write_results(args.out, f"presets_{args.dataset}", payload, table)
+    print(table)
+
+
+def deployed_final_layer(url: str, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
+    return _deployed(url, tensors, data, use_cumulative=False)
+
+
+def deployed_cumulative(url: str, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
+    return _deployed(url, tensors, data, use_cumulative=True)
+
+
+def _deployed(url: str, tensors: list[torch.Tensor], data: Dataset, use_cumulative: bool) -> dict[str, float]:
+    """Write weights to a fresh chip at ``url``; test accuracy after each wait since the write."""
+    device = open_device(url)
+    model = MonoForward.initialise(device.info(), data.classes, seed=0)
+    model.load_state_dict({"tensors": tensors})
+    params = model.device_params()
+    out = {}
+    elapsed = 0.0
+    for label, wait in WAITS.items():
+        device.wait(wait - elapsed)  # type: ignore[attr-defined]
+        elapsed = wait
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(data.x_test), 1000):
+                final, cumulative = model.predict(device.forward(params, data.x_test[start:start + 1000]))
+                guess = cumulative if use_cumulative else final
+                correct += int((guess == data.y_test[start:start + 1000]).sum())
+        out[label] = correct / len(data.x_test)
+    return out
+
+
+if __name__ == "__main__":
+    main()
