@@ -47,7 +47,7 @@ def run_rule(values: dict[str, Any], label: str, keep_trainer: bool = False) -> 
 def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "command": " ".join(shlex.quote(a) for a in sys.argv)}
+            "command": " ".join(["python", *(shlex.quote(a) for a in sys.argv)])}
 
 
 def write_results(out: Path, name: str, payload: dict[str, Any], table: str) -> None:

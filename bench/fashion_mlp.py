@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two epochs each on digits (smoke test)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default=None, help="results file name (default fashion_mlp)")
     args = parser.parse_args()
 
     hidden = [int(w) for w in args.hidden.split(",")]
@@ -51,7 +52,7 @@ def main() -> None:
                               "lr": lr, **extra}, label))
     by_rule = {run["summary"]["rule"]: run for run in runs}
     ratio = by_rule["mf-dd"]["train_seconds_per_epoch"] / by_rule["mf-ad"]["train_seconds_per_epoch"]
-    name = "fashion_mlp_quick" if args.quick else "fashion_mlp"
+    name = args.name or ("fashion_mlp_quick" if args.quick else "fashion_mlp")
     payload = {"environment": environment(), "hidden": hidden, "anchors": ANCHORS, "targets": TARGETS,
                "mf_dd_over_mf_ad_epoch_time": ratio,
                "runs": runs}

@@ -26,7 +26,14 @@ from hil.data import Dataset, load_dataset  # noqa: E402
 from hil.model import MonoForward  # noqa: E402
 from hil.trainer import resolve_device_url  # noqa: E402
 
-PRESETS = ["ideal", "rram", "pcm"]
+# label -> URL query: the presets, and the presets with 5 % stuck devices (top of the sweep range)
+VARIANTS = {
+    "ideal": "preset=ideal",
+    "rram": "preset=rram",
+    "pcm": "preset=pcm",
+    "rram, 5 % stuck": "preset=rram&stuck_at_min=0.025&stuck_at_max=0.025",
+    "pcm, 5 % stuck": "preset=pcm&stuck_at_min=0.025&stuck_at_max=0.025",
+}
 WAITS = {"0 s": 0.0, "1 h": 3600.0, "1 day": 86400.0}
 
 
@@ -46,8 +53,9 @@ def main() -> None:
 
     in_situ: dict[str, dict[str, Any]] = {}
     trainers = {}
-    for preset in PRESETS:
-        url = resolve_device_url(f"sim://crossbar?preset={preset}&seed={args.seed}", data.features, hidden)
+    urls = {label: resolve_device_url(f"sim://crossbar?{query}&seed={args.seed}", data.features, hidden)
+            for label, query in VARIANTS.items()}
+    for preset, url in urls.items():
         run = run_rule({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {preset}", keep_trainer=True)
         trainers[preset] = run.pop("trainer")
         in_situ[preset] = run
@@ -56,15 +64,14 @@ def main() -> None:
     bp_trainer = bp.pop("trainer")
 
     deploy = {}
-    for preset in PRESETS[1:]:
-        url = resolve_device_url(f"sim://crossbar?preset={preset}&seed={args.seed}", data.features, hidden)
+    for preset, url in list(urls.items())[1:]:
         bp_model_tensors = bp_trainer.model.state_dict()["tensors"]
         ex = deployed_final_layer(url, bp_model_tensors, data)
         ins = deployed_cumulative(url, trainers[preset].model.state_dict()["tensors"], data)
         deploy[preset] = {"ex_situ_bp": ex, "in_situ_mf_dd": ins}
 
     ideal_epoch = in_situ["ideal"]["train_seconds_per_epoch"]
-    rows = ["| preset | mf-dd test acc. (final layer) | eps | device s | writes / cell | epoch wall time vs ideal |",
+    rows = ["| device | mf-dd test acc. (final layer) | eps | device s | writes / cell | epoch wall time vs ideal |",
             "|---|---|---|---|---|---|"]
     for preset, run in in_situ.items():
         s = run["summary"]
@@ -72,7 +79,7 @@ def main() -> None:
         rows.append(f"| {preset} | {s['test_accuracy']:.4f} ({s['test_accuracy_final_layer']:.4f}) | {s['eps']:.3g} | "
                     f"{counters.device_seconds:.3g} | {counters.extra['writes_per_cell']:,.0f} | "
                     f"{run['train_seconds_per_epoch'] / ideal_epoch:.2f}x |")
-    rows += ["", "| preset | " + " | ".join(f"ex situ bp, {w}" for w in WAITS) + " | "
+    rows += ["", "| device | " + " | ".join(f"ex situ bp, {w}" for w in WAITS) + " | "
              + " | ".join(f"in situ mf-dd, {w}" for w in WAITS) + " |",
              "|---|" + "---|" * (2 * len(WAITS))]
     for preset, d in deploy.items():
