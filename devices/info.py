@@ -27,7 +27,7 @@ class LayerSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["dense"]
+    kind: Literal["dense", "mesh"]
     inputs: int = Field(gt=0)
     outputs: int = Field(gt=0)
     activation: Activation
@@ -37,13 +37,21 @@ class LayerSpec(BaseModel):
     params: tuple[ParamSpec, ...]
     spliceable: bool = Field(
         True,
-        description="each chunk (output unit) owns its own outputs, so chunks can be perturbed "
+        description="each chunk owns its own outputs, so chunks can be perturbed "
         "together and their activations spliced on the host",
     )
 
+    chunks: int | None = Field(
+        None, gt=0, description="equal parameter chunks; default one per output unit (its row)"
+    )
+
+    def n_chunks(self) -> int:
+        """How many chunks the layer's parameters split into."""
+        return self.chunks or self.outputs
+
     def chunk_size(self) -> int:
-        """Number of parameters in one chunk (one output unit's share of every array)."""
-        return sum(math.prod(p.shape) // self.outputs for p in self.params)
+        """Number of parameters in one chunk (its share of every array)."""
+        return sum(math.prod(p.shape) // self.n_chunks() for p in self.params)
 
 
 class Capabilities(BaseModel):

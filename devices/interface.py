@@ -54,10 +54,10 @@ class Perturbation:
 
     def vectors(self, layer: LayerSpec, device: torch.device | str = "cpu") -> torch.Tensor:
         """The directions as (P, chunks, chunk_size), zero outside ``chunk`` when one is set."""
-        v = directions(self.seeds, layer.outputs, layer.chunk_size(), self.distribution,
+        v = directions(self.seeds, layer.n_chunks(), layer.chunk_size(), self.distribution,
                        device=device)
         if self.chunk is not None:
-            mask = torch.zeros(layer.outputs, 1, device=v.device, dtype=v.dtype)
+            mask = torch.zeros(layer.n_chunks(), 1, device=v.device, dtype=v.dtype)
             mask[self.chunk] = 1
             v = v * mask
         return v
@@ -68,7 +68,7 @@ def split_chunks(layer: LayerSpec, flat: torch.Tensor) -> LayerParams:
     out: LayerParams = {}
     start = 0
     for spec in layer.params:
-        width = math.prod(spec.shape) // layer.outputs
+        width = math.prod(spec.shape) // layer.n_chunks()
         part = flat[..., start:start + width]
         out[spec.name] = part.reshape(*flat.shape[:-2], *spec.shape)
         start += width
@@ -77,7 +77,7 @@ def split_chunks(layer: LayerSpec, flat: torch.Tensor) -> LayerParams:
 
 def join_chunks(layer: LayerSpec, params: LayerParams) -> torch.Tensor:
     """Inverse of :func:`split_chunks`: named arrays to (chunks, chunk_size)."""
-    return torch.cat([params[s.name].reshape(layer.outputs, -1) for s in layer.params], dim=-1)
+    return torch.cat([params[s.name].reshape(layer.n_chunks(), -1) for s in layer.params], dim=-1)
 
 
 class Device(ABC):

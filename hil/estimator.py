@@ -138,8 +138,8 @@ def estimate_layer(
         dd = (spliced_losses(base_act, plus, projection, y)
               - spliced_losses(base_act, minus, projection, y)) / (2 * eps)
     else:
-        dd = torch.empty(n_dir, spec.outputs, device=base_act.device)
-        for k in range(spec.outputs):
+        dd = torch.empty(n_dir, spec.n_chunks(), device=base_act.device)
+        for k in range(spec.n_chunks()):
             chunk = Perturbation(seeds, eps, distribution, chunk=k)  # type: ignore[arg-type]
             plus, minus = device.perturbed_pairs(layer, params, layer_input, chunk)
             dd[:, k] = (goodness_loss(plus @ projection.T, y) - goodness_loss(minus @ projection.T, y)) / (2 * eps)

@@ -13,7 +13,7 @@ _CROSSBAR_PERIPHERY: dict[str, Any] = {
     "read_seconds": 1e-6,
 }
 
-PRESETS: dict[str, dict[str, Any]] = {
+CROSSBAR_PRESETS: dict[str, dict[str, Any]] = {
     "ideal": {},
     "rram": {
         **_CROSSBAR_PERIPHERY,
@@ -34,9 +34,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+PHOTONIC_PRESETS: dict[str, dict[str, Any]] = {
+    "ideal": {},
+    "silicon": {                             # thermo-optic silicon photonics, uncalibrated
+        "phase_bits": 8,                     # L2ight configs
+        "phase_bias": True,                  # U[0, 2 pi) per shifter until calibrated (L2ight)
+        "gain_variation": 0.002,             # L2ight
+        "crosstalk": 0.005,                  # L2ight / torchonn
+        "phase_noise": 0.01,                 # 0.005-0.02 rad (unverified)
+        "thermal_walk": 0.001,
+        "insertion_loss_db": 0.2,            # 0.1-0.5 dB per MZI (unverified)
+        "shot_noise": 0.01, "thermal_noise": 0.002,
+        "adc_bits": 8, "adc_clip": 8.0,
+        "write_seconds": 1e-5,               # thermo-optic settle 2-50 us
+        "read_seconds": 1e-3,                # camera / ADC 1-20 ms per read
+    },
+}
 
-def preset_options(name: str) -> dict[str, Any]:
-    """The option values of preset ``name``; unknown names raise with the list of presets."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return dict(PRESETS[name])
+PRESETS = {"crossbar": CROSSBAR_PRESETS, "photonic": PHOTONIC_PRESETS}
+
+
+def preset_options(kind: str, name: str) -> dict[str, Any]:
+    """Option values of preset ``name`` of simulator ``kind``; unknown names raise with the list."""
+    if name not in PRESETS[kind]:
+        raise KeyError(f"unknown preset {name!r} for sim://{kind}; choose one of {sorted(PRESETS[kind])}")
+    return dict(PRESETS[kind][name])

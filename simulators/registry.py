@@ -8,13 +8,17 @@ from devices.errors import DeviceURLError
 from devices.interface import Device
 from devices.registry import url_options
 from simulators.crossbar import CrossbarOptions, SimulatedCrossbar
+from simulators.photonic import PhotonicOptions, SimulatedPhotonicMesh
 from simulators.presets import preset_options
 
-KINDS = {"crossbar": (CrossbarOptions, SimulatedCrossbar)}
+KINDS: dict[str, tuple[type, type[Device]]] = {
+    "crossbar": (CrossbarOptions, SimulatedCrossbar),
+    "photonic": (PhotonicOptions, SimulatedPhotonicMesh),
+}
 
 
 def open_sim(url: str) -> Device:
-    """Open ``sim://crossbar?preset=pcm&seed=3&layers=64,256,256``: preset first, then options."""
+    """Open ``sim://crossbar?preset=pcm&seed=3`` or ``sim://photonic?preset=silicon``: preset, then options."""
     kind = urlsplit(url).netloc or "crossbar"
     if kind not in KINDS:
         raise DeviceURLError(f"unknown simulator {kind!r} in {url!r}; choose one of {sorted(KINDS)}")
@@ -22,7 +26,7 @@ def open_sim(url: str) -> Device:
     given = url_options(url)
     preset = given.pop("preset", "ideal")
     try:
-        values = {**preset_options(preset), **given}
+        values = {**preset_options(kind, preset), **given}
     except KeyError as err:
         raise DeviceURLError(f"{url!r}: {err.args[0]}") from None
     try:
@@ -34,4 +38,7 @@ def open_sim(url: str) -> Device:
         raise DeviceURLError(
             f"{url!r}: option {field!r}: {first['msg']} (options of sim://{kind}: {valid})"
         ) from None
-    return device_cls(options, preset)
+    try:
+        return device_cls(options, preset)  # type: ignore[call-arg]
+    except ValueError as err:
+        raise DeviceURLError(f"{url!r}: {err}") from None

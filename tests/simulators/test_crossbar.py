@@ -48,7 +48,7 @@ def test_counters_count_queries_and_writes():
     ("sim://crossbar?layers=4", "at least two"),
     ("sim://crossbar?activation=sigmoid", "activation"),
     ("sim://crossbar?colour=red", "colour"),
-    ("sim://photonics", "crossbar"),
+    ("sim://optics", "crossbar"),
 ])
 def test_bad_urls_say_what_is_wrong(url, match):
     with pytest.raises(DeviceURLError, match=match):
