@@ -26,13 +26,23 @@ from hil.data import Dataset, load_dataset  # noqa: E402
 from hil.model import MonoForward  # noqa: E402
 from hil.trainer import resolve_device_url  # noqa: E402
 
-# label -> URL query: the presets, and the presets with 5 % stuck devices (top of the sweep range)
-VARIANTS = {
-    "ideal": "preset=ideal",
-    "rram": "preset=rram",
-    "pcm": "preset=pcm",
-    "rram, 5 % stuck": "preset=rram&stuck_at_min=0.025&stuck_at_max=0.025",
-    "pcm, 5 % stuck": "preset=pcm&stuck_at_min=0.025&stuck_at_max=0.025",
+# Per simulator kind: training settings, and label -> URL query of each device studied. The first
+# variant of a kind is its ideal reference (epoch time ratios, the ex-situ bp training).
+KINDS: dict[str, dict[str, Any]] = {
+    "crossbar": {
+        "hidden": [256, 256], "train": {},
+        "variants": {
+            "ideal": "preset=ideal",
+            "rram": "preset=rram",
+            "pcm": "preset=pcm",
+            "rram, 5 % stuck": "preset=rram&stuck_at_min=0.025&stuck_at_max=0.025",
+            "pcm, 5 % stuck": "preset=pcm&stuck_at_min=0.025&stuck_at_max=0.025",
+        },
+    },
+    "photonic": {
+        "hidden": [64], "train": {"lr": 0.03},
+        "variants": {"ideal": "preset=ideal&chunks=8", "silicon": "preset=silicon&chunks=8"},
+    },
 }
 WAITS = {"0 s": 0.0, "1 h": 3600.0, "1 day": 86400.0}
 
@@ -41,53 +51,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--hidden", default="256,256")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--kinds", default="crossbar,photonic", help="simulator kinds to run")
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    hidden = [int(w) for w in args.hidden.split(",")]
     data = load_dataset(args.dataset, args.data_dir)
-    common = {"dataset": args.dataset, "data_dir": args.data_dir, "hidden": hidden, "epochs": args.epochs,
-              "seed": args.seed, "lr_schedule": "cosine"}
 
     in_situ: dict[str, dict[str, Any]] = {}
     trainers = {}
-    urls = {label: resolve_device_url(f"sim://crossbar?{query}&seed={args.seed}", data.features, hidden)
-            for label, query in VARIANTS.items()}
-    for preset, url in urls.items():
-        run = run_rule({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {preset}", keep_trainer=True)
-        trainers[preset] = run.pop("trainer")
-        in_situ[preset] = run
-    ideal_url = resolve_device_url("sim://crossbar?preset=ideal", data.features, hidden)
-    bp = run_rule({**common, "rule": "bp", "device": ideal_url}, "bp on ideal (ex situ)", keep_trainer=True)
-    bp_trainer = bp.pop("trainer")
-
     deploy = {}
-    for preset, url in list(urls.items())[1:]:
-        bp_model_tensors = bp_trainer.model.state_dict()["tensors"]
-        ex = deployed_final_layer(url, bp_model_tensors, data)
-        ins = deployed_cumulative(url, trainers[preset].model.state_dict()["tensors"], data)
-        deploy[preset] = {"ex_situ_bp": ex, "in_situ_mf_dd": ins}
-
-    ideal_epoch = in_situ["ideal"]["train_seconds_per_epoch"]
+    bp_runs = {}
     rows = ["| device | mf-dd test acc. (final layer) | eps | device s | writes / cell | epoch wall time vs ideal |",
             "|---|---|---|---|---|---|"]
-    for preset, run in in_situ.items():
-        s = run["summary"]
-        counters = trainers[preset].device.counters
-        rows.append(f"| {preset} | {s['test_accuracy']:.4f} ({s['test_accuracy_final_layer']:.4f}) | {s['eps']:.3g} | "
-                    f"{counters.device_seconds:.3g} | {counters.extra['writes_per_cell']:,.0f} | "
-                    f"{run['train_seconds_per_epoch'] / ideal_epoch:.2f}x |")
-    rows += ["", "| device | " + " | ".join(f"ex situ bp, {w}" for w in WAITS) + " | "
-             + " | ".join(f"in situ mf-dd, {w}" for w in WAITS) + " |",
-             "|---|" + "---|" * (2 * len(WAITS))]
-    for preset, d in deploy.items():
-        rows.append(f"| {preset} | " + " | ".join(f"{v:.4f}" for v in d["ex_situ_bp"].values()) + " | "
-                    + " | ".join(f"{v:.4f}" for v in d["in_situ_mf_dd"].values()) + " |")
-    table = (f"{args.dataset}, MLP {data.features}-{args.hidden}, {args.epochs} epochs, seed {args.seed}; "
-             f"bp on ideal reached {bp['summary']['test_accuracy']:.4f} there.\n\n" + "\n".join(rows) + "\n")
-    payload = {"environment": environment(), "in_situ": in_situ, "bp_ideal": bp, "deployed": deploy}
+    deploy_rows = ["| device | " + " | ".join(f"ex situ bp, {w}" for w in WAITS) + " | "
+                   + " | ".join(f"in situ mf-dd, {w}" for w in WAITS) + " |",
+                   "|---|" + "---|" * (2 * len(WAITS))]
+    for kind in args.kinds.split(","):
+        setup = KINDS[kind]
+        common = {"dataset": args.dataset, "data_dir": args.data_dir, "hidden": setup["hidden"],
+                  "epochs": args.epochs, "seed": args.seed, "lr_schedule": "cosine", **setup["train"]}
+        urls = {f"{kind} {label}": resolve_device_url(f"sim://{kind}?{query}&seed={args.seed}", data.features,
+                                                      setup["hidden"])
+                for label, query in setup["variants"].items()}
+        for label, url in urls.items():
+            run = run_rule({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {label}", keep_trainer=True)
+            trainers[label] = run.pop("trainer")
+            in_situ[label] = run
+        ideal_label, ideal_url = next(iter(urls.items()))
+        bp = run_rule({**common, "rule": "bp", "device": ideal_url}, f"bp on {ideal_label} (ex situ)",
+                      keep_trainer=True)
+        bp_trainer = bp.pop("trainer")
+        bp_runs[kind] = bp
+        for label, url in list(urls.items())[1:]:
+            deploy[label] = {
+                "ex_situ_bp": deployed_final_layer(url, bp_trainer.model.state_dict()["tensors"], data),
+                "in_situ_mf_dd": deployed_cumulative(url, trainers[label].model.state_dict()["tensors"], data),
+            }
+            deploy_rows.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in deploy[label]["ex_situ_bp"].values())
+                               + " | " + " | ".join(f"{v:.4f}" for v in deploy[label]["in_situ_mf_dd"].values()) + " |")
+        ideal_epoch = in_situ[ideal_label]["train_seconds_per_epoch"]
+        for label in urls:
+            s = in_situ[label]["summary"]
+            counters = trainers[label].device.counters
+            writes = counters.extra.get("writes_per_cell")
+            rows.append(f"| {label} | {s['test_accuracy']:.4f} ({s['test_accuracy_final_layer']:.4f}) | "
+                        f"{s['eps']:.3g} | {counters.device_seconds:.3g} | "
+                        f"{'n/a' if writes is None else f'{writes:,.0f}'} | "
+                        f"{in_situ[label]['train_seconds_per_epoch'] / ideal_epoch:.2f}x |")
+    bp_text = ", ".join(f"{kind} {run['summary']['test_accuracy']:.4f}" for kind, run in bp_runs.items())
+    table = (f"{args.dataset}, {args.epochs} epochs, seed {args.seed}; bp on the ideal devices reached {bp_text}.\n\n"
+             + "\n".join(rows) + "\n\n" + "\n".join(deploy_rows) + "\n")
+    payload = {"environment": environment(), "in_situ": in_situ, "bp_ideal": bp_runs, "deployed": deploy}
     write_results(args.out, f"presets_{args.dataset}", payload, table)
     print(table)
 

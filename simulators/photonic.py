@@ -203,6 +203,9 @@ class SimulatedPhotonicMesh(Device):
         if opts.thermal_noise > 0:
             intensity = intensity + self.streams.normal("read", "thermal", tuple(intensity.shape),
                                                         opts.thermal_noise).to(self._dev)
+        # the receiver's transimpedance gain undoes the mesh's nominal loss (N columns of MZIs),
+        # amplifying detector noise with the signal, so the ADC range matches a lossless mesh
+        intensity = intensity * 10 ** (opts.insertion_loss_db * self._modes[layer] / 10)
         if opts.adc_bits:
             intensity = quantize(intensity, opts.adc_bits, opts.adc_clip)
         self._counters.queries += queries

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hil.cli import TRAIN_FLAGS
 from hil.config import TrainConfig
-from simulators import CrossbarOptions
+from simulators import CrossbarOptions, PhotonicOptions
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -19,7 +19,8 @@ def test_every_cli_flag_maps_to_a_documented_field():
 
 
 def test_simulator_options_are_documented():
-    assert all(f"`{name}`" in README for name in CrossbarOptions.model_fields)
+    for options in (CrossbarOptions, PhotonicOptions):
+        assert all(f"`{name}`" in README for name in options.model_fields)
 
 
 def test_readme_commands_are_the_ci_commands():

@@ -60,8 +60,13 @@ class MonoForwardDD(Rule):
         return self.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
 
     def summary(self) -> str:
-        per_layer = 1 + 2 * self.config.directions
-        splice = all(spec.spliceable for spec in self.info.layers)
-        how = "chunks spliced" if splice else "chunks queried one at a time (2P per chunk)"
-        return (f"mf-dd: {per_layer} queries per layer per step (1 + 2P, P={self.config.directions}), "
-                f"{how}; eps {self.eps:.4g}; M by {'closed form' if self.config.m_update == 'exact' else 'DD'}")
+        p = self.config.directions
+        parts = []
+        for i, spec in enumerate(self.info.layers):
+            if spec.spliceable:
+                parts.append(f"layer {i}: {1 + 2 * p} (1 + 2P, chunks spliced)")
+            else:
+                parts.append(f"layer {i}: {1 + 2 * p * spec.n_chunks()} (1 + 2P x {spec.n_chunks()} chunks "
+                             f"queried one at a time)")
+        m_rule = "closed form" if self.config.m_update == "exact" else "DD"
+        return f"mf-dd, P={p}, eps {self.eps:.4g}, M by {m_rule}; queries per layer per step: " + "; ".join(parts)
