@@ -29,7 +29,8 @@ def run_rule(values: dict[str, Any], label: str, keep_trainer: bool = False) -> 
         wall = time.perf_counter() - started
     history = trainer.history
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}, *history], history)]
-    headline = "test_accuracy_final_layer" if summary["test_accuracy_cumulative"] is None else "test_accuracy_cumulative"
+    cumulative = summary["test_accuracy_cumulative"] is not None
+    headline = "test_accuracy_cumulative" if cumulative else "test_accuracy_final_layer"
     best = max(history, key=lambda row: row[headline])
     print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "
           f"{summary['test_accuracy_final_layer']:.4f}), {wall:.0f} s", file=sys.stderr)

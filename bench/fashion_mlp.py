@@ -67,12 +67,14 @@ def main() -> None:
         rows.append(f"| {run['label']} | {s['epochs']} | {cum} ({s['test_accuracy_final_layer']:.4f}) | {best} | "
                     f"{ANCHORS[s['rule']]} | {run['train_seconds_per_epoch']:.1f} | {s['device_queries']:,} | "
                     f"{s['queries_per_step']:.0f} |")
-    table = (f"Device `{runs[0]['summary']['device']}`, batch {args.batch_size}, Adam with {args.lr_schedule} learning rate, seed {args.seed}.\n\n"
+    table = (f"Device `{runs[0]['summary']['device']}`, batch {args.batch_size}, "
+             f"Adam with {args.lr_schedule} learning rate, seed {args.seed}.\n\n"
              + "\n".join(rows)
              + f"\n\nmf-dd epoch / mf-ad epoch wall time: **{ratio:.2f}x** (target <= 4x; "
              f"arithmetic floor (2P+1)/3 = {(2 * args.directions + 1) / 3:.1f}).\n")
     write_results(args.out, name, payload, table)
-    plot_curves(args.out / f"{name}.png", runs, f"Fashion-MNIST MLP {args.hidden}" if not args.quick else "digits (quick)")
+    title = "digits (quick)" if args.quick else f"Fashion-MNIST MLP {args.hidden}"
+    plot_curves(args.out / f"{name}.png", runs, title)
     print(table)
 
 

@@ -13,6 +13,7 @@ from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
 from hil.runs import RunFolder
 
+
 def _widths(text: str) -> list[int]:
     try:
         return [int(w) for w in text.split(",")]

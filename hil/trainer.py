@@ -92,7 +92,7 @@ class Trainer:
         self.earlier_queries = 0
         self.history: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []
-        self.on_step: Callable[["Trainer"], None] | None = None
+        self.on_step: Callable[[Trainer], None] | None = None
         self.calibration: dict[str, float] | None = None
         checkpoint = run.load_checkpoint()
         if checkpoint is not None:
@@ -200,7 +200,8 @@ class Trainer:
     def _save(self) -> None:
         self.run.save_checkpoint({
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_losses": self.epoch_losses,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
             "train_queries": self.train_queries, "train_steps": self.train_steps,
             "device_queries": self.device_queries(), "rule": self.rule.state_dict(),

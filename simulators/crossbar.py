@@ -286,7 +286,9 @@ class SimulatedCrossbar(Device):
         factor = (self.clock - self._written_at[layer] + self.options.drift_t0) / self.options.drift_t0
         g_plus, g_minus = self._pair(w)
         log_f = math.log(factor)
-        return (g_plus * torch.exp(-static["nu_plus"] * log_f) - g_minus * torch.exp(-static["nu_minus"] * log_f)) / self._span
+        decayed_plus = g_plus * torch.exp(-static["nu_plus"] * log_f)
+        decayed_minus = g_minus * torch.exp(-static["nu_minus"] * log_f)
+        return (decayed_plus - decayed_minus) / self._span
 
     def _column_sums(self, layer: int, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Raw column sums per tile: (..., tiles, batch, outputs) for weights (..., outputs, inputs)."""

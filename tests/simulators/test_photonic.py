@@ -61,7 +61,7 @@ def test_mesh_chunks_are_queried_one_at_a_time():
     assert not spec.spliceable and spec.n_chunks() == 5 and spec.chunk_size() == 6
     phases = {"phases": torch.rand(15, 2) * 2 * math.pi}
     plus, minus = device.perturbed_pairs(0, phases, torch.rand(3, 6), Perturbation((1, 2), 0.1, chunk=4))
-    assert plus.shape == (2, 3, 4) and device.counters.queries == 4
+    assert plus.shape == minus.shape == (2, 3, 4) and device.counters.queries == 4
     with pytest.raises(DeviceURLError, match="does not divide"):
         open_device("sim://photonic?layers=6,4&chunks=7")
 
