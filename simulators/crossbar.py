@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from devices.info import Activation, Capabilities, DeviceInfo, LayerSpec, ParamSpec
 from devices.interface import (
@@ -33,6 +33,7 @@ from devices.interface import (
     split_chunks,
 )
 from simulators.noise import NoiseStreams
+from simulators.options import SimOptions
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -44,16 +45,10 @@ PCM_G_MAX_US = 25.0
 BYTES_PER_VALUE = 4
 
 
-class CrossbarOptions(BaseModel):
+class CrossbarOptions(SimOptions):
     """Options of ``sim://crossbar``: topology and physics, each settable in the URL query."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    layers: list[int] = Field([64, 256, 256], description="widths, input first: 64,256,256 is two layers")
     activation: Activation = "relu"
-    max_batch: int = Field(65536, gt=0)
-    torch_device: str = Field("cpu", description="where the simulation runs: cpu or cuda")
-    seed: int = Field(0, ge=0, description="seed of the static, write, read and time noise streams")
     dac_bits: int = Field(0, ge=0, le=24, description="input DAC resolution (0: exact)")
     dac_clip: float = Field(1.0, gt=0, description="input DAC range +-")
     adc_bits: int = Field(0, ge=0, le=24, description="output ADC resolution per tile (0: exact)")
@@ -75,20 +70,6 @@ class CrossbarOptions(BaseModel):
     read_seconds: float = Field(0.0, ge=0, description="time of one read (one input vector)")
     link_bytes_per_second: float = Field(0.0, ge=0, description="link bandwidth (0: no link cost)")
     link_latency: float = Field(0.0, ge=0, description="link latency per message, seconds")
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [int(s) for s in v.split(",") if s.strip()]
-        return v
-
-    @field_validator("layers")
-    @classmethod
-    def _check(cls, v: list[int]) -> list[int]:
-        if len(v) < 2 or min(v) < 1:
-            raise ValueError("give at least two positive widths, input first, e.g. 64,256,256")
-        return v
 
     @property
     def weight_effects(self) -> bool:

@@ -18,27 +18,23 @@ import math
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from devices.info import Capabilities, DeviceInfo, LayerSpec, ParamSpec
 from devices.interface import Counters, Device, LayerParams, Perturbation, check_params, clip_to_bounds
 from simulators.crossbar import quantize
 from simulators.noise import NoiseStreams
+from simulators.options import SimOptions
 
 TWO_PI = 2 * math.pi
 
 
-class PhotonicOptions(BaseModel):
+class PhotonicOptions(SimOptions):
     """Options of ``sim://photonic``, each settable in the URL query."""
 
-    model_config = ConfigDict(extra="forbid")
-
     layers: list[int] = Field([64, 64, 64], description="widths, input first")
-    max_batch: int = Field(65536, gt=0)
-    torch_device: str = Field("cpu", description="where the simulation runs: cpu or cuda")
     chunks: int = Field(0, ge=0, description="phase chunks per layer, queried one at a time "
                         "(0: one per mode); must divide modes * (modes - 1)")
-    seed: int = Field(0, ge=0, description="seed of the static, write, read and time noise streams")
     phase_bits: int = Field(0, ge=0, le=24, description="phase DAC resolution over 2 pi (0: exact)")
     phase_bias: bool = Field(False, description="static phase offset U[0, 2 pi) per shifter (uncalibrated)")
     gain_variation: float = Field(0.0, ge=0, description="relative thermo-optic efficiency spread")
@@ -52,13 +48,6 @@ class PhotonicOptions(BaseModel):
     adc_clip: float = Field(8.0, gt=0, description="ADC full scale, intensity units")
     write_seconds: float = Field(0.0, ge=0, description="thermo-optic settle time per write")
     read_seconds: float = Field(0.0, ge=0, description="time of one read (one input vector)")
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [int(s) for s in v.split(",") if s.strip()]
-        return v
 
 
 def clements_columns(modes: int) -> list[torch.Tensor]:

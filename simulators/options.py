@@ -1,0 +1,28 @@
+"""Options every simulated device shares: topology, where it runs, its noise seed."""
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SimOptions(BaseModel):
+    """Common options of ``sim://`` devices, each settable in the URL query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] = Field([64, 256, 256], description="widths, input first: 64,256,256 is two layers")
+    max_batch: int = Field(65536, gt=0)
+    torch_device: str = Field("cpu", description="where the simulation runs: cpu or cuda")
+    seed: int = Field(0, ge=0, description="seed of the static, write, read and time noise streams")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [int(s) for s in v.split(",") if s.strip()]
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _check(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or min(v) < 1:
+            raise ValueError("give at least two positive widths, input first, e.g. 64,256,256")
+        return v
