@@ -145,8 +145,8 @@ class Differentiable(Protocol):
         """One layer's activations with the autograd graph kept."""
 
 
-def clip_to_bounds(layer: LayerSpec, params: LayerParams) -> LayerParams:
-    """Clip every array into its declared bounds (wrap periodic ones)."""
+def clip_to_bounds(layer: LayerSpec, params: LayerParams, margin: float = 0.0) -> LayerParams:
+    """Clip every array into its declared bounds, ``margin`` inside each edge (wrap periodic ones)."""
     out: LayerParams = {}
     for spec in layer.params:
         value = params[spec.name]
@@ -154,7 +154,7 @@ def clip_to_bounds(layer: LayerSpec, params: LayerParams) -> LayerParams:
             span = spec.high - spec.low
             out[spec.name] = torch.remainder(value - spec.low, span) + spec.low
         else:
-            out[spec.name] = value.clamp(spec.low, spec.high)
+            out[spec.name] = value.clamp(spec.low + margin, spec.high - margin)
     return out
 
 

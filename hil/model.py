@@ -60,12 +60,8 @@ class MonoForward:
         """
         with torch.no_grad():
             for spec, layer in zip(info.layers, self.params):
-                for p in spec.params:
-                    value = layer[p.name]
-                    if p.periodic:
-                        value.copy_(torch.remainder(value - p.low, p.high - p.low) + p.low)
-                    else:
-                        value.clamp_(p.low + margin, p.high - margin)
+                for name, value in clip_to_bounds(spec, layer, margin).items():
+                    layer[name].copy_(value)
 
     def goodness(self, acts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Class goodness ``a_l M_l^T`` of every layer."""
