@@ -163,16 +163,19 @@ def check_params(info: DeviceInfo, params: list[LayerParams]) -> None:
     if len(params) != len(info.layers):
         raise DeviceConfigError(f"device has {len(info.layers)} layers, got params for {len(params)}")
     for i, (spec, layer) in enumerate(zip(info.layers, params)):
-        for p in spec.params:
-            if p.name not in layer:
-                raise DeviceConfigError(f"layer {i}: missing parameter {p.name!r}")
-            value = layer[p.name]
-            if tuple(value.shape) != p.shape:
-                raise DeviceConfigError(
-                    f"layer {i} {p.name}: shape {tuple(value.shape)}, device expects {p.shape}"
-                )
-            if not p.periodic and (value.min() < p.low or value.max() > p.high):
-                raise DeviceConfigError(
-                    f"layer {i} {p.name}: values outside [{p.low}, {p.high}] "
-                    f"(min {value.min().item():.4g}, max {value.max().item():.4g})"
-                )
+        check_layer_params(i, spec, layer)
+
+
+def check_layer_params(index: int, spec: LayerSpec, params: LayerParams) -> None:
+    """Refuse one layer's parameters of the wrong names or shapes, or outside bounds."""
+    for p in spec.params:
+        if p.name not in params:
+            raise DeviceConfigError(f"layer {index}: missing parameter {p.name!r}")
+        value = params[p.name]
+        if tuple(value.shape) != p.shape:
+            raise DeviceConfigError(f"layer {index} {p.name}: shape {tuple(value.shape)}, device expects {p.shape}")
+        if not p.periodic and not bool(((value >= p.low) & (value <= p.high)).all()):
+            raise DeviceConfigError(
+                f"layer {index} {p.name}: values outside [{p.low}, {p.high}] "
+                f"(min {value.min().item():.4g}, max {value.max().item():.4g})"
+            )

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from devices.errors import DeviceError
 from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
@@ -43,6 +45,16 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
 ]
 
 
+FAULT_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
+    ("corrupt", float, "chance that a frame gets one bit flipped, each direction (default: 0)"),
+    ("drop", float, "chance that a frame is lost, each direction (default: 0)"),
+    ("latency", float, "milliseconds before every reply (default: 0)"),
+    ("baud", int, "throttle replies to this baud rate (default: 0, as fast as the port)"),
+    ("disconnect-after", int, "emulate one unplug after this many requests (default: 0, never)"),
+    ("fault-seed", int, "seed of the fault dice (default: 0)"),
+]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hil",
@@ -64,6 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    emulate = sub.add_parser(
+        "emulate",
+        help="serve the bench protocol from a simulated device on a pty or TCP port",
+        description="Run the firmware emulator: a simulated device that speaks firmware_protocol.md on a "
+        "pseudo-terminal (prints its path; train with --device serial://PATH) or a TCP port "
+        "(--device socket://127.0.0.1:PORT). Fault options make the link lose, corrupt and delay frames.",
+    )
+    where = emulate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
+    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT")
+    emulate.add_argument("--kind", default="crossbar", help="simulator: crossbar or photonic (default: crossbar)")
+    emulate.add_argument("--preset", default="ideal", help="physics preset, see README (default: ideal)")
+    emulate.add_argument("--layers", type=_widths, help="widths, input first (default: 64,256,256)")
+    emulate.add_argument("--seed", type=int, default=0, help="noise seed of the simulated device (default: 0)")
+    emulate.add_argument("--link", type=Path, help="path of the stable symlink to the pty (default: in /tmp)")
+    for name, kind, text in FAULT_FLAGS:
+        emulate.add_argument(f"--{name}", type=kind, default=0, help=text)
+
+    sub.add_parser("devices", help="list serial ports (with USB VID:PID and serial number) and VISA resources")
     return parser
 
 
@@ -103,6 +135,59 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "finished" else 130
 
 
+def _emulate(args: argparse.Namespace) -> int:
+    from simulators.emulator import Faults, Firmware, PtyServer, serve_tcp
+    from simulators.registry import open_sim
+
+    query = f"preset={args.preset}&seed={args.seed}"
+    if args.layers:
+        query += "&layers=" + ",".join(map(str, args.layers))
+    device = open_sim(f"sim://{args.kind}?{query}")
+    try:
+        faults = Faults(corrupt=args.corrupt, drop=args.drop, latency_ms=args.latency, baud=args.baud,
+                        disconnect_after=args.disconnect_after, seed=args.fault_seed)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    firmware = Firmware(device)
+    print(f"emulating {device.info().identity}", file=sys.stderr)
+    try:
+        if args.tcp is not None:
+            serve_tcp(firmware, args.tcp, faults)
+        else:
+            server = PtyServer(firmware, faults, args.link)
+            print(server.port, flush=True)
+            print(f"train with: hil train --device serial://{server.port}   (Ctrl-C stops)", file=sys.stderr)
+            server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _devices() -> int:
+    import serial.tools.list_ports
+
+    ports = serial.tools.list_ports.comports()
+    print("serial ports:" if ports else "serial ports: none found")
+    for port in ports:
+        usb = f"{port.vid:04X}:{port.pid:04X}" if port.vid is not None else "-"
+        print(f"  serial://{port.device}  usb {usb}  serial number {port.serial_number or '-'}  {port.description}")
+    try:
+        import pyvisa
+    except ImportError:
+        print("VISA resources: pyvisa is not installed")
+        return 0
+    try:
+        resources = pyvisa.ResourceManager("@py").list_resources()
+    except Exception as err:  # noqa: BLE001 - any backend failure is reported, not fatal
+        print(f"VISA resources: cannot list ({err})")
+        return 0
+    print("VISA resources:" if resources else "VISA resources: none found")
+    for name in resources:
+        print(f"  {name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -110,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "emulate":
+            return _emulate(args)
+        if args.command == "devices":
+            return _devices()
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,449 @@
+"""A bench device over USB serial (or any pyserial URL), speaking ``firmware_protocol.md``.
+
+URL forms::
+
+    serial:///dev/ttyACM0?baud=115200      a port path
+    serial://2E8A:000A                      the first USB port with this VID:PID
+    serial://2E8A:000A/E6614C311B4A2F2B     ... and this serial number
+    socket://localhost:5555                 pyserial's TCP transport (also rfc2217://, hwgrep://)
+
+Options (URL query): ``baud``, ``timeout`` (seconds of silence before a resend; default from the
+device's HELLO), ``retries`` (resends per request before the link counts as lost, 5),
+``reconnects`` (reopen attempts after an unplug, 10), ``pipeline`` (1: up to the device's
+max_in_flight requests in flight; 0: one at a time).
+"""
+
+import collections
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import serial
+import serial.tools.list_ports
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from devices.codec import REPLY_BIT, CodecError, Frame, FrameDecoder, encode_frame
+from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
+from devices.info import DeviceInfo
+from devices.interface import Counters, Device, LayerParams, Perturbation, check_layer_params, check_params
+from devices.messages import (
+    CAP_SEEDED,
+    HELLO_REQUEST,
+    SET_INPUT_HEAD,
+    SET_PARAMS_HEAD,
+    SIGN_MINUS,
+    SIGN_PLUS,
+    DeviceStatus,
+    Hello,
+    MessageType,
+    PerturbedForward,
+    ProtocolError,
+    Status,
+    pack_values,
+    unpack_error,
+    unpack_values,
+)
+from devices.registry import url_options
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.02
+PYSERIAL_SCHEMES = ("socket", "rfc2217", "hwgrep")
+CONFIG_STATUSES = {Status.BAD_LAYER, Status.BAD_PARAM, Status.OUT_OF_RANGE, Status.OUT_OF_BOUNDS,
+                   Status.BATCH_TOO_LARGE, Status.BAD_LENGTH}
+
+
+class SerialOptions(BaseModel):
+    """Link options, settable in the device URL's query."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baud: int = Field(115200, gt=0, description="baud rate (ignored by USB CDC and sockets)")
+    timeout: float | None = Field(None, gt=0, description="silence before resending, seconds")
+    retries: int = Field(5, ge=0, description="resends of one request before the link counts as lost")
+    reconnects: int = Field(10, ge=0, description="reopen attempts after an unplug")
+    pipeline: bool = Field(True, description="keep up to max_in_flight requests in flight")
+
+
+class _LinkLost(Exception):
+    """The port vanished or stopped answering; the exchange restarts after a reconnect."""
+
+
+@dataclass
+class LinkStats:
+    """What the link did: bytes, frames, round trips, and everything that went wrong."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    payload_bytes_received: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    resends: int = 0
+    timeouts: int = 0
+    crc_errors: int = 0
+    reconnects: int = 0
+    round_trips: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10000))
+
+    def as_dict(self) -> dict[str, float]:
+        rtts = sorted(self.round_trips)
+
+        def pick(q: float) -> float:
+            return 1000 * rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else math.nan
+
+        counts = {k: v for k, v in self.__dict__.items() if k != "round_trips"}
+        return {**{f"link_{k}": float(v) for k, v in counts.items()},
+                "link_rtt_p50_ms": pick(0.5), "link_rtt_p99_ms": pick(0.99)}
+
+
+def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:
+    """The path of the first serial port with this USB VID:PID (and serial number)."""
+    for port in serial.tools.list_ports.comports():
+        if port.vid == vid and port.pid == pid and serial_number in (None, port.serial_number):
+            return port.device
+    wanted = f"{vid:04X}:{pid:04X}" + (f" with serial number {serial_number}" if serial_number else "")
+    raise LinkError(f"no serial port with USB ID {wanted}; `hil devices` lists what is plugged in")
+
+
+class SerialDevice(Device):
+    """The host side of the protocol: handshake, pipelined requests, retries, reconnects."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        options = url_options(url)
+        try:
+            self.options = SerialOptions(**options)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise DeviceURLError(f"{url!r}: option {first['loc'][0]!r}: {first['msg']} "
+                                 f"(options: {', '.join(SerialOptions.model_fields)})") from None
+        self.stats = LinkStats()
+        self._counters = Counters()
+        self._next_id = 0
+        self._decoder = FrameDecoder()
+        self.port = self._open_port()
+        try:
+            self.hello = self._hello()
+            if not self.hello.capabilities & CAP_SEEDED:
+                raise CapabilityError(f"{url}: the device does not generate seeded perturbations (protocol v1 "
+                                      "requires it)")
+            (info_reply,) = self.transact([(MessageType.INFO, b"")])
+            self._info = DeviceInfo.model_validate(json.loads(info_reply.payload))
+        except (ValidationError, json.JSONDecodeError) as err:
+            self.close()
+            raise ProtocolError(f"{url}: INFO reply is not a valid device description: {err}") from None
+        except Exception:
+            self.close()
+            raise
+        self._params: list[LayerParams] = [{} for _ in self._info.layers]
+        self._inputs: list[torch.Tensor | None] = [None] * len(self._info.layers)
+        log.info("opened %s: %s, firmware %s", url, self.hello.identity, self.hello.firmware)
+
+    # ----------------------------------------------------------------- the Device contract
+
+    def info(self) -> DeviceInfo:
+        return self._info
+
+    @property
+    def counters(self) -> Counters:
+        self._counters.bytes_sent = self.stats.bytes_sent
+        self._counters.bytes_received = self.stats.bytes_received
+        self._counters.extra.update(self.stats.as_dict())
+        return self._counters
+
+    def forward(self, params: list[LayerParams], x: torch.Tensor) -> list[torch.Tensor]:
+        check_params(self._info, params)
+        pieces = []
+        for part in x.split(self._info.max_batch):
+            self._write_state({i: p for i, p in enumerate(params)}, {0: part})
+            (reply,) = self.transact([(MessageType.FORWARD, b"")])
+            outputs = [spec.outputs for spec in self._info.layers]
+            values = unpack_values(reply.payload, len(part) * sum(outputs)).to(x.device)
+            pieces.append([v.reshape(len(part), n) for v, n in zip(values.split([len(part) * n for n in outputs]),
+                                                                   outputs)])
+        self._counters.queries += len(self._info.layers) * len(pieces)
+        self._counters.forwards += len(pieces)
+        return [torch.cat(layer) for layer in zip(*pieces)]
+
+    def perturbed_pairs(
+        self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self._layer(layer)
+        check_layer_params(layer, spec, params)
+        request = PerturbedForward(layer, perturbation.distribution, SIGN_PLUS | SIGN_MINUS, perturbation.eps,
+                                   perturbation.chunk, perturbation.seeds)
+        pluses, minuses = [], []
+        for part in x.split(self._info.max_batch):
+            self._write_state({layer: params}, {layer: part})
+            (reply,) = self.transact([(MessageType.PERTURBED_FORWARD, request.pack())])
+            n_dir = len(perturbation.seeds)
+            values = unpack_values(reply.payload, 2 * n_dir * len(part) * spec.outputs).to(x.device)
+            values = values.reshape(2, n_dir, len(part), spec.outputs)
+            pluses.append(values[0])
+            minuses.append(values[1])
+        self._counters.queries += request.queries
+        self._counters.perturbation_batches += 1
+        return torch.cat(pluses, dim=1), torch.cat(minuses, dim=1)
+
+    def close(self) -> None:
+        port = getattr(self, "port", None)
+        if port is not None:
+            port.close()
+            self.port = None
+
+    # ----------------------------------------------------------------- more of the protocol
+
+    def ping(self, payload: bytes = b"ping") -> float:
+        """Round-trip time of one PING, seconds (checks the echo)."""
+        started = time.perf_counter()
+        (reply,) = self.transact([(MessageType.PING, payload)])
+        if reply.payload != payload:
+            raise ProtocolError("PING reply does not echo the request")
+        return time.perf_counter() - started
+
+    def status(self) -> DeviceStatus:
+        """The device's own counters."""
+        (reply,) = self.transact([(MessageType.STATUS, b"")])
+        return DeviceStatus.unpack(reply.payload)
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Drain the device's error queue (SCPI ``SYST:ERR?`` until ``0, No error``)."""
+        out = []
+        for _ in range(64):
+            (reply,) = self.transact([(MessageType.ERROR, b"")])
+            code, text = unpack_error(reply.payload)
+            if code == 0:
+                break
+            out.append((code, text))
+        return out
+
+    def reset(self) -> None:
+        """Return the device to its power-up state; the host forgets what it had written."""
+        self.transact([(MessageType.RESET, b"")])
+        self._params = [{} for _ in self._info.layers]
+        self._inputs = [None] * len(self._info.layers)
+
+    def transact(self, requests: list[tuple[MessageType, bytes]], check: bool = True) -> list[Frame]:
+        """Send requests (pipelined when they commute) and return their replies in order.
+
+        Survives lost and corrupted frames (resend with the same request id) and unplugs
+        (reconnect, re-handshake, restore written state, resend). With ``check``, a reply with a
+        non-zero status raises, with the device's own error text.
+        """
+        started = time.perf_counter()
+        for attempt in range(self.options.reconnects + 1):
+            try:
+                replies = self._exchange(requests, self.hello.max_in_flight if self.options.pipeline else 1,
+                                         self.options.timeout or self.hello.response_ms / 1000 + 0.25)
+                break
+            except _LinkLost as lost:
+                if attempt == self.options.reconnects:
+                    raise LinkError(f"{self.url}: {lost}; gave up after {attempt} reconnects") from None
+                self._reconnect(str(lost))
+        self._counters.device_seconds += time.perf_counter() - started
+        if check:
+            for (kind, _), reply in zip(requests, replies):
+                if reply.status != Status.OK:
+                    self._raise_refusal(kind, reply.status)
+        return replies
+
+    # ----------------------------------------------------------------- internals
+
+    def _layer(self, layer: int):  # noqa: ANN202 - a LayerSpec
+        if not 0 <= layer < len(self._info.layers):
+            raise DeviceConfigError(f"no layer {layer}; the device has {len(self._info.layers)}")
+        return self._info.layers[layer]
+
+    def _raise_refusal(self, kind: MessageType, status: int) -> None:
+        texts = [text for _, text in self.errors()]
+        name = Status(status).name if status in Status._value2member_map_ else str(status)
+        message = f"{self.url}: device refused {kind.name} ({name}): {'; '.join(texts) or 'no details'}"
+        if status in CONFIG_STATUSES:
+            raise DeviceConfigError(message)
+        if status == Status.UNSUPPORTED:
+            raise CapabilityError(message)
+        raise ProtocolError(message, Status(status) if status in Status._value2member_map_ else Status.INTERNAL)
+
+    def _open_port(self) -> serial.SerialBase:
+        parts = urlsplit(self.url)
+        if parts.scheme in PYSERIAL_SCHEMES:
+            target = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        elif parts.netloc:
+            vid, _, pid = parts.netloc.partition(":")
+            try:
+                target = find_usb_port(int(vid, 16), int(pid, 16), parts.path.strip("/") or None)
+            except ValueError:
+                raise DeviceURLError(f"{self.url!r}: expected serial://VID:PID in hex, e.g. serial://2E8A:000A") \
+                    from None
+        elif parts.path:
+            target = parts.path
+        else:
+            raise DeviceURLError(f"{self.url!r} names no port; e.g. serial:///dev/ttyACM0")
+        try:
+            return serial.serial_for_url(target, baudrate=self.options.baud, timeout=POLL_SECONDS,
+                                         write_timeout=30)
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise LinkError(f"cannot open {target}: {err}") from None
+
+    def _hello(self) -> Hello:
+        self._write(b"\x00")
+        self._decoder = FrameDecoder()
+        (reply,) = self._exchange([(MessageType.HELLO, HELLO_REQUEST.pack(1, 1))], window=1,
+                                  timeout=self.options.timeout or 1.0)
+        if reply.status == Status.VERSION:
+            raise LinkError(f"{self.url}: the device speaks no protocol version this host knows (1)")
+        if reply.status != Status.OK:
+            raise ProtocolError(f"{self.url}: HELLO refused with status {reply.status}")
+        return Hello.unpack(reply.payload)
+
+    def _reconnect(self, cause: str) -> None:
+        """Reopen the port with backoff, re-handshake, and write back every parameter and input."""
+        self.stats.reconnects += 1
+        log.warning("%s: link lost (%s); reconnecting", self.url, cause)
+        identity = self.hello.identity
+        self.close()
+        delay = 0.1
+        for _ in range(self.options.reconnects):
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            try:
+                self.port = self._open_port()
+                hello = self._hello()
+                break
+            except (LinkError, _LinkLost) as err:
+                log.info("%s: reopen failed: %s", self.url, err)
+                self.close()
+        else:
+            raise LinkError(f"{self.url}: lost the device ({cause}) and could not reopen it")
+        if hello.identity != identity:
+            raise LinkError(f"{self.url}: a different device answered after reconnecting "
+                            f"({hello.identity!r}, was {identity!r})")
+        params, inputs = self._params, self._inputs
+        self._params = [{} for _ in self._info.layers]
+        self._inputs = [None] * len(self._info.layers)
+        self._write_state(dict(enumerate(params)), {i: x for i, x in enumerate(inputs) if x is not None})
+
+    def _write_state(self, params: dict[int, LayerParams], inputs: dict[int, torch.Tensor]) -> None:
+        """Write the parameters and inputs that differ from what the device holds (one pipelined batch)."""
+        requests: list[tuple[MessageType, bytes]] = []
+        new_params: dict[int, LayerParams] = {}
+        new_inputs: dict[int, torch.Tensor] = {}
+        per_frame = (self.hello.max_request - SET_INPUT_HEAD.size) // 4
+        for layer, layer_params in params.items():
+            for index, spec in enumerate(self._info.layers[layer].params):
+                value = layer_params[spec.name].detach().to("cpu", torch.float32)
+                held = self._params[layer].get(spec.name)
+                if held is not None and torch.equal(held, value):
+                    continue
+                data = pack_values(value)
+                for start in range(0, value.numel(), per_frame):
+                    chunk = data[4 * start:4 * (start + per_frame)]
+                    requests.append((MessageType.SET_PARAMS, SET_PARAMS_HEAD.pack(layer, index, 0, start) + chunk))
+                new_params.setdefault(layer, {})[spec.name] = value.clone()
+        for layer, x in inputs.items():
+            value = x.detach().to("cpu", torch.float32)
+            held = self._inputs[layer]
+            if held is not None and torch.equal(held, value):
+                continue
+            data = pack_values(value)
+            for start in range(0, value.numel(), per_frame):
+                chunk = data[4 * start:4 * (start + per_frame)]
+                requests.append((MessageType.SET_INPUT, SET_INPUT_HEAD.pack(layer, 0, 0, len(value), start) + chunk))
+            new_inputs[layer] = value.clone()
+        if not requests:
+            return
+        self.transact(requests)
+        for layer, layer_params in new_params.items():
+            self._params[layer].update(layer_params)
+        self._counters.param_writes += sum(len(p) for p in new_params.values())
+        for layer, value in new_inputs.items():
+            self._inputs[layer] = value
+
+    def _exchange(self, requests: list[tuple[MessageType, bytes]], window: int, timeout: float) -> list[Frame]:
+        """One attempt at a batch of requests over the current port; _LinkLost if the port fails."""
+        frames = [Frame(int(kind), self._new_id(), payload) for kind, payload in requests]
+        wires = [encode_frame(f) for f in frames]
+        index_of = {f.request_id: i for i, f in enumerate(frames)}
+        replies: list[Frame | None] = [None] * len(frames)
+        sent_at = [0.0] * len(frames)
+        attempts = [0] * len(frames)
+        outstanding: list[int] = []
+        next_up = 0
+        heard = time.perf_counter()
+        while next_up < len(frames) or outstanding:
+            while next_up < len(frames) and len(outstanding) < window:
+                self._send(wires[next_up], frames[next_up])
+                sent_at[next_up] = time.perf_counter()
+                outstanding.append(next_up)
+                next_up += 1
+            data = self._read()
+            now = time.perf_counter()
+            if data:
+                heard = now
+            for reply in self._decoder.feed(data):
+                i = index_of.get(reply.request_id)
+                if i is None or replies[i] is not None or reply.type != frames[i].type | REPLY_BIT:
+                    continue
+                replies[i] = reply
+                outstanding.remove(i)
+                self.stats.round_trips.append(now - sent_at[i])
+                self.stats.frames_received += 1
+                self.stats.payload_bytes_received += len(reply.payload)
+                for j in outstanding:
+                    if sent_at[j] < sent_at[i]:
+                        self._resend(j, wires, frames, sent_at, attempts, now)
+            self.stats.crc_errors = self._decoder.rejected
+            if outstanding and now - heard > timeout:
+                self.stats.timeouts += 1
+                heard = now
+                for j in outstanding:
+                    self._resend(j, wires, frames, sent_at, attempts, now)
+        return replies  # type: ignore[return-value]
+
+    def _resend(self, i: int, wires: list[bytes], frames: list[Frame], sent_at: list[float],
+                attempts: list[int], now: float) -> None:
+        attempts[i] += 1
+        if attempts[i] > self.options.retries:
+            raise _LinkLost(f"no intact reply to {MessageType(frames[i].type).name} after {attempts[i]} tries")
+        self.stats.resends += 1
+        log.debug("resend %s id %d (attempt %d)", MessageType(frames[i].type).name, frames[i].request_id, attempts[i])
+        self._send(wires[i], frames[i])
+        sent_at[i] = now
+
+    def _send(self, wire: bytes, frame: Frame) -> None:
+        log.debug("-> %s id %d, %d bytes", MessageType(frame.type).name, frame.request_id, len(frame.payload))
+        self._write(wire)
+        self.stats.frames_sent += 1
+
+    def _write(self, data: bytes) -> None:
+        if self.port is None:
+            raise _LinkLost("port closed")
+        try:
+            self.port.write(data)
+        except (serial.SerialException, OSError) as err:
+            raise _LinkLost(str(err)) from None
+        self.stats.bytes_sent += len(data)
+
+    def _read(self) -> bytes:
+        if self.port is None:
+            raise _LinkLost("port closed")
+        try:
+            data = self.port.read(self.port.in_waiting or 1)
+            if data and self.port.in_waiting:
+                data += self.port.read(self.port.in_waiting)
+        except (serial.SerialException, OSError, CodecError) as err:
+            raise _LinkLost(str(err)) from None
+        self.stats.bytes_received += len(data)
+        return data
+
+    def _new_id(self) -> int:
+        self._next_id = (self._next_id + 1) & 0xFFFF
+        return self._next_id
+
+
+def open_serial(url: str) -> SerialDevice:
+    """Entry point for the ``serial``, ``socket``, ``rfc2217`` and ``hwgrep`` URL schemes."""
+    return SerialDevice(url)

@@ -1,0 +1,75 @@
+"""What every bench device must do, checked through SerialDevice (``--hil-device URL`` for hardware)."""
+
+import pytest
+import torch
+
+from devices import DeviceConfigError, Perturbation, open_device
+from devices.serial_device import SerialDevice
+
+
+@pytest.fixture
+def device(contract_url):
+    dev = open_device(contract_url)
+    assert isinstance(dev, SerialDevice)
+    yield dev
+    dev.close()
+
+
+def _params_inside(dev, generator, scale=0.8):
+    out = []
+    for spec in dev.info().layers:
+        layer = {}
+        for p in spec.params:
+            mid, half = (p.low + p.high) / 2, (p.high - p.low) / 2
+            layer[p.name] = mid + scale * half * (2 * torch.rand(p.shape, generator=generator) - 1)
+        out.append(layer)
+    return out
+
+
+def test_handshake_describes_a_usable_network(device):
+    info = device.info()
+    assert device.hello.version == 1 and device.hello.max_in_flight >= 1
+    assert info.layers and info.max_batch >= 1
+    for below, above in zip(info.layers, info.layers[1:]):
+        assert below.outputs == above.inputs
+
+
+def test_forward_returns_every_layer_and_is_repeatable(device):
+    g = torch.Generator().manual_seed(1)
+    params = _params_inside(device, g)
+    x = torch.rand(8, device.info().layers[0].inputs, generator=g)
+    first, again = device.forward(params, x), device.forward(params, x)
+    assert [tuple(a.shape) for a in first] == [(8, s.outputs) for s in device.info().layers]
+    spread = max(a.abs().max().item() for a in first) + 1e-6
+    for a, b in zip(first, again):
+        assert (a - b).abs().max().item() <= 0.05 * spread  # read noise only
+
+
+def test_perturbed_pairs_bracket_the_base_measurement(device):
+    """The midpoint of +eps and -eps outputs is the base output to first order."""
+    g = torch.Generator().manual_seed(2)
+    params = _params_inside(device, g)
+    x = torch.rand(16, device.info().layers[0].inputs, generator=g)
+    acts = device.forward(params, x)
+    plus, minus = device.perturbed_pairs(0, params[0], x, Perturbation((11, 12, 13), 0.01))
+    assert plus.shape == minus.shape == (3, 16, device.info().layers[0].outputs)
+    spread = acts[0].abs().max().item() + 1e-6
+    assert ((plus + minus) / 2 - acts[0]).abs().max().item() <= 0.05 * spread
+    assert (plus - minus).abs().max().item() > 0
+
+
+def test_host_never_sends_out_of_bounds_parameters(device):
+    params = _params_inside(device, torch.Generator().manual_seed(3))
+    spec = device.info().layers[0].params[0]
+    params[0][spec.name] = params[0][spec.name].clone().fill_(spec.high + 1)
+    sent = device.stats.bytes_sent
+    with pytest.raises(DeviceConfigError, match="outside"):
+        device.forward(params, torch.zeros(2, device.info().layers[0].inputs))
+    assert device.stats.bytes_sent == sent
+
+
+def test_status_ping_and_an_empty_error_queue(device):
+    assert device.ping(b"\x00\x01hil\x00") < 1.0
+    status = device.status()
+    assert status.frames_received > 0
+    assert device.errors() == []

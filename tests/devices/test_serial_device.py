@@ -1,0 +1,122 @@
+"""SerialDevice against the firmware emulator on a real pseudo-terminal (and a real socket)."""
+
+import socket
+import threading
+
+import pytest
+import torch
+
+from devices import DeviceConfigError, DeviceURLError, LinkError, open_device
+from devices.messages import SET_PARAMS_HEAD, MessageType, pack_values
+from devices.serial_device import SerialDevice
+from hil.config import build_config
+from hil.runs import RunFolder
+from hil.trainer import Trainer
+from simulators.emulator import Faults, Firmware, serve_tcp
+from simulators.registry import open_sim
+from tests.conftest import start_emulator
+
+SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
+
+
+def _train(tmp_path, name, device_url, epochs=2):
+    config = build_config({"device": device_url, "epochs": epochs, "batch_size": 64, "directions": 2,
+                           "run_dir": tmp_path / name, "seed": 3})
+    trainer = Trainer(config, RunFolder.create(config), progress=False)
+    summary = trainer.fit()
+    trainer.device.close()
+    return trainer, summary
+
+
+def test_training_through_the_pty_equals_training_in_process(tmp_path):
+    local, local_summary = _train(tmp_path, "local", SIM)
+    server = start_emulator(SIM)
+    try:
+        remote, remote_summary = _train(tmp_path, "remote", f"serial://{server.port}")
+    finally:
+        server.stop()
+    for a, b in zip(local.model.tensors(), remote.model.tensors()):
+        assert torch.equal(a, b)
+    assert remote_summary["test_accuracy"] == local_summary["test_accuracy"] > 0.5
+    assert remote_summary["device_queries"] == local_summary["device_queries"]
+
+
+def test_a_bad_link_and_an_unplug_lose_nothing(tmp_path):
+    ideal = "sim://crossbar?layers=64,24,10"
+    clean, _ = _train(tmp_path, "clean", ideal)
+    server = start_emulator(ideal, Faults(corrupt=0.01, drop=0.01, disconnect_after=150, seed=1))
+    try:
+        url = f"serial://{server.port}?timeout=0.2"
+        config = build_config({"device": url, "epochs": 2, "batch_size": 64, "directions": 2,
+                               "run_dir": tmp_path / "faulty", "seed": 3})
+        faulty = Trainer(config, RunFolder.create(config), progress=False)
+        faulty.fit()
+        stats = faulty.device.counters.as_dict()
+        faulty.device.close()
+    finally:
+        server.stop()
+    for a, b in zip(clean.model.tensors(), faulty.model.tensors()):
+        assert torch.equal(a, b)
+    injected = server.injected
+    assert injected["corrupted_replies"] > 0 and injected["dropped_replies"] + injected["dropped_requests"] > 0
+    assert stats["link_reconnects"] == 1
+    assert stats["link_crc_errors"] >= 1 and stats["link_timeouts"] >= 1
+    assert stats["link_resends"] >= injected["dropped_replies"] + injected["dropped_requests"]
+    assert server.firmware.replies_resent > 0  # retries answered from the cache, not applied again
+
+
+def test_the_device_refuses_out_of_bounds_writes_with_its_own_error_text():
+    server = start_emulator()
+    try:
+        with SerialDevice(f"serial://{server.port}") as dev:
+            bad = SET_PARAMS_HEAD.pack(0, 0, 0, 0) + pack_values(torch.tensor([0.5, 3.0]))
+            with pytest.raises(DeviceConfigError, match=r"OUT_OF_BOUNDS.*outside \[-1.0, 1.0\]"):
+                dev.transact([(MessageType.SET_PARAMS, bad)])
+            assert dev.errors() == []  # the refusal drained the queue into the message
+            with pytest.raises(DeviceConfigError, match="BAD_LAYER"):
+                dev.transact([(MessageType.SET_PARAMS, SET_PARAMS_HEAD.pack(9, 0, 0, 0))])
+    finally:
+        server.stop()
+
+
+def test_pipelining_off_gives_the_same_measurements():
+    server = start_emulator()
+    try:
+        g = torch.Generator().manual_seed(0)
+        with SerialDevice(f"serial://{server.port}") as a, SerialDevice(f"serial://{server.port}?pipeline=0") as b:
+            params = [{k: torch.rand(p.shape, generator=g) * 2 - 1 for k, p in ((p.name, p) for p in s.params)}
+                      for s in a.info().layers]
+            x = torch.rand(300, 16, generator=g)
+            assert all(torch.equal(u, v) for u, v in zip(a.forward(params, x), b.forward(params, x)))
+    finally:
+        server.stop()
+
+
+def test_socket_urls_reach_the_emulator_over_tcp():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    firmware = Firmware(open_sim("sim://crossbar?layers=16,12,10"))
+    threading.Thread(target=serve_tcp, args=(firmware, port), daemon=True).start()
+    for _ in range(50):
+        try:
+            dev = open_device(f"socket://127.0.0.1:{port}")
+            break
+        except LinkError:
+            threading.Event().wait(0.05)
+    with dev:
+        assert dev.info().identity.startswith("hil simulated crossbar 16x12x10")
+        assert dev.ping() < 1.0
+
+
+@pytest.mark.parametrize("url, message", [
+    ("serial:///dev/does-not-exist", "cannot open /dev/does-not-exist"),
+    ("serial://", "names no port"),
+    ("serial://zz:01", "VID:PID in hex"),
+    ("serial://1209:0001", "no serial port with USB ID 1209:0001"),
+    ("serial:///dev/null?baud=-3", "option 'baud'"),
+    ("serial:///dev/null?speed=3", "options: baud, timeout"),
+])
+def test_bad_urls_say_what_is_wrong(url, message):
+    with pytest.raises((DeviceURLError, LinkError), match=message):
+        SerialDevice(url)
