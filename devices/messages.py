@@ -78,6 +78,8 @@ def unpack_values(data: bytes | memoryview, count: int | None = None) -> torch.T
 
 
 def _text(data: bytes, offset: int) -> tuple[str, int]:
+    if offset + 2 > len(data):
+        raise ProtocolError("text field runs past the payload")
     (n,) = struct.unpack_from("<H", data, offset)
     end = offset + 2 + n
     if end > len(data):

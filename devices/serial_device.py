@@ -16,7 +16,6 @@ max_in_flight requests in flight; 0: one at a time).
 import collections
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -89,14 +88,13 @@ class LinkStats:
     round_trips: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10000))
 
     def as_dict(self) -> dict[str, float]:
+        """Counts, and round-trip p50/p99 in ms once any reply has arrived."""
+        out = {f"link_{k}": float(v) for k, v in self.__dict__.items() if k != "round_trips"}
         rtts = sorted(self.round_trips)
-
-        def pick(q: float) -> float:
-            return 1000 * rtts[min(len(rtts) - 1, int(q * len(rtts)))] if rtts else math.nan
-
-        counts = {k: v for k, v in self.__dict__.items() if k != "round_trips"}
-        return {**{f"link_{k}": float(v) for k, v in counts.items()},
-                "link_rtt_p50_ms": pick(0.5), "link_rtt_p99_ms": pick(0.99)}
+        if rtts:
+            out["link_rtt_p50_ms"] = 1000 * rtts[len(rtts) // 2]
+            out["link_rtt_p99_ms"] = 1000 * rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))]
+        return out
 
 
 def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:

@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -150,6 +151,7 @@ def _emulate(args: argparse.Namespace) -> int:
         first = err.errors()[0]
         raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
     firmware = Firmware(device)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"emulating {device.info().identity}", file=sys.stderr)
     try:
         if args.tcp is not None:

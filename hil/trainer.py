@@ -251,6 +251,7 @@ class Trainer:
             "test_accuracy_final_layer": final,
             "test_accuracy_cumulative": cumulative,
             "device_queries": self.device_queries(),
+            "device_counters": self.device.counters.as_dict(),
             "queries_per_step": self.train_queries / max(self.train_steps, 1),
             "train_seconds": round(self.train_seconds, 3),
             "run_dir": str(self.run.path),

@@ -332,24 +332,26 @@ class PtyServer:
         """Serve until :meth:`stop`; an emulated unplug closes the pty and opens a new one."""
         link = FaultyLink(self.firmware, self.faults)
         self.injected = link.injected
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                data = os.read(self._master, 1 << 16)
-            except OSError:
-                continue
-            if not link.receive(data, lambda b: _write_all(self._master, b)):
-                log.info("emulated unplug of %s", self.port)
-                os.close(self._master)
-                os.close(self._slave)
-                time.sleep(0.2)
-                self.firmware.reboot()
-                self._master, self._slave = self._open()
-        os.close(self._master)
-        os.close(self._slave)
-        self.link.unlink(missing_ok=True)
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([self._master], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self._master, 1 << 16)
+                except OSError:
+                    continue
+                if not link.receive(data, lambda b: _write_all(self._master, b)):
+                    log.info("emulated unplug of %s", self.port)
+                    os.close(self._master)
+                    os.close(self._slave)
+                    time.sleep(0.2)
+                    self.firmware.reboot()
+                    self._master, self._slave = self._open()
+        finally:
+            os.close(self._master)
+            os.close(self._slave)
+            self.link.unlink(missing_ok=True)
 
     def start(self) -> "PtyServer":
         """Serve on a background thread (tests, benchmarks)."""

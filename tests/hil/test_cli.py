@@ -50,3 +50,40 @@ def test_help_explains_the_flags():
                          text=True, check=True).stdout
     for flag in ("--device", "--dataset", "--rule", "--directions", "--combine", "--resume", "--json"):
         assert flag in out
+
+
+def test_train_against_hil_emulate_on_a_pty(tmp_path):
+    link = tmp_path / "ttyHIL"
+    emulator = subprocess.Popen(
+        ["hil", "emulate", "--pty", "--layers", "64,32,10", "--link", str(link), "--drop", "0.01"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert emulator.stdout.readline().strip() == str(link)
+        proc = subprocess.run(
+            ["hil", "train", "--device", f"serial://{link}?timeout=0.3", "--epochs", "1", "--json",
+             "--no-progress", "--run-dir", str(tmp_path / "r")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["device_identity"] == "hil simulated crossbar 64x32x10 (ideal)"
+        assert summary["test_accuracy"] > 0.3
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
+
+
+def test_devices_lists_ports_and_says_what_it_lacks(capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("serial ports:") and "VISA resources:" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["emulate", "--pty", "--preset", "nope"], "nope"),
+    (["emulate", "--pty", "--drop", "2"], "--drop"),
+])
+def test_emulate_refuses_bad_options(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
