@@ -80,6 +80,11 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._overflowed = False
 
+    def reset(self) -> None:
+        """Forget a half-received frame (the stream was cut); the counts stay."""
+        self._buffer.clear()
+        self._overflowed = False
+
     def feed(self, data: bytes) -> list[Frame]:
         """Take bytes as they arrive; return the intact frames they complete."""
         out: list[Frame] = []

@@ -5,7 +5,7 @@ URL forms::
     serial:///dev/ttyACM0?baud=115200      a port path
     serial://2E8A:000A                      the first USB port with this VID:PID
     serial://2E8A:000A/E6614C311B4A2F2B     ... and this serial number
-    socket://localhost:5555                 pyserial's TCP transport (also rfc2217://, hwgrep://)
+    socket://localhost:5555                 pyserial's TCP transport (also rfc2217://, hwgrep://, loop://)
 
 Options (URL query): ``baud``, ``timeout`` (seconds of silence before a resend; default from the
 device's HELLO), ``retries`` (resends per request before the link counts as lost, 5),
@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import serial
 import serial.tools.list_ports
@@ -51,7 +51,7 @@ from devices.registry import url_options
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.02
-PYSERIAL_SCHEMES = ("socket", "rfc2217", "hwgrep")
+PYSERIAL_SCHEMES = ("socket", "rfc2217", "hwgrep", "loop")
 CONFIG_STATUSES = {Status.BAD_LAYER, Status.BAD_PARAM, Status.OUT_OF_RANGE, Status.OUT_OF_BOUNDS,
                    Status.BATCH_TOO_LARGE, Status.BAD_LENGTH}
 
@@ -268,7 +268,7 @@ class SerialDevice(Device):
     def _open_port(self) -> serial.SerialBase:
         parts = urlsplit(self.url)
         if parts.scheme in PYSERIAL_SCHEMES:
-            target = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+            target = f"{parts.scheme}://{parts.netloc}{parts.path}"
         elif parts.netloc:
             vid, _, pid = parts.netloc.partition(":")
             try:
@@ -381,19 +381,25 @@ class SerialDevice(Device):
             now = time.perf_counter()
             if data:
                 heard = now
+            rejected = self._decoder.rejected
             for reply in self._decoder.feed(data):
                 i = index_of.get(reply.request_id)
+                if i is not None and not reply.is_reply and reply.payload == frames[i].payload:
+                    raise LinkError(f"{self.url}: the port echoes our own requests back (a loopback such as "
+                                    "loop:// or shorted RX/TX); no device is answering")
                 if i is None or replies[i] is not None or reply.type != frames[i].type | REPLY_BIT:
                     continue
                 replies[i] = reply
                 outstanding.remove(i)
                 self.stats.round_trips.append(now - sent_at[i])
+                log.debug("<- %s id %d, status %d, %d bytes, %.2f ms", MessageType(frames[i].type).name,
+                          reply.request_id, reply.status, len(reply.payload), 1000 * (now - sent_at[i]))
                 self.stats.frames_received += 1
                 self.stats.payload_bytes_received += len(reply.payload)
                 for j in outstanding:
                     if sent_at[j] < sent_at[i]:
                         self._resend(j, wires, frames, sent_at, attempts, now)
-            self.stats.crc_errors = self._decoder.rejected
+            self.stats.crc_errors += self._decoder.rejected - rejected
             if outstanding and now - heard > timeout:
                 self.stats.timeouts += 1
                 heard = now
@@ -443,5 +449,5 @@ class SerialDevice(Device):
 
 
 def open_serial(url: str) -> SerialDevice:
-    """Entry point for the ``serial``, ``socket``, ``rfc2217`` and ``hwgrep`` URL schemes."""
+    """Entry point for the ``serial`` scheme and pyserial's own URL schemes."""
     return SerialDevice(url)

@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--preset", default="ideal", help="physics preset, see README (default: ideal)")
     emulate.add_argument("--layers", type=_widths, help="widths, input first (default: 64,256,256)")
     emulate.add_argument("--seed", type=int, default=0, help="noise seed of the simulated device (default: 0)")
+    emulate.add_argument("--threads", type=int, default=1,
+                         help="torch threads of the simulation; the host driving it needs the other cores (default: 1)")
     emulate.add_argument("--link", type=Path, help="path of the stable symlink to the pty (default: in /tmp)")
     for name, kind, text in FAULT_FLAGS:
         emulate.add_argument(f"--{name}", type=kind, default=0, help=text)
@@ -137,8 +139,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
+    import torch
+
     from simulators.emulator import Faults, Firmware, PtyServer, serve_tcp
     from simulators.registry import open_sim
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
 
     query = f"preset={args.preset}&seed={args.seed}"
     if args.layers:

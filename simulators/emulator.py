@@ -8,6 +8,7 @@ on a real pseudo-terminal or socket, with :class:`Faults` to prove the host surv
 import collections
 import logging
 import os
+import queue
 import random
 import select
 import socket
@@ -60,7 +61,7 @@ class Faults(BaseModel):
 
     corrupt: float = Field(0.0, ge=0, le=1, description="chance a frame has one bit flipped")
     drop: float = Field(0.0, ge=0, le=1, description="chance a frame is lost")
-    latency_ms: float = Field(0.0, ge=0, description="delay before every reply")
+    latency_ms: float = Field(0.0, ge=0, description="link latency: each reply leaves this long after its request")
     baud: int = Field(0, ge=0, description="throttle replies to baud/10 bytes per second; 0: as fast as the port")
     disconnect_after: int = Field(0, ge=0, description="unplug once after this many requests; 0: never")
     seed: int = Field(0, description="seed of the fault dice")
@@ -254,6 +255,7 @@ class FaultyLink:
         self.unplugged = False
         self.injected: collections.Counter[str] = collections.Counter()
         self.decoder = FrameDecoder(max_frame=2 * MAX_REQUEST)
+        self._wire: queue.SimpleQueue | None = None
 
     def receive(self, data: bytes, send: Callable[[bytes], None]) -> bool:
         """Handle the requests ``data`` completes; False when the emulated cable is pulled."""
@@ -264,8 +266,6 @@ class FaultyLink:
                 continue
             self.requests += 1
             reply = encode_frame(self.firmware.handle(frame))
-            if self.faults.latency_ms:
-                time.sleep(self.faults.latency_ms / 1000)
             if self.dice.random() >= self.faults.drop:
                 self._send(self._maybe_corrupt(reply, "corrupted_replies"), send)
             else:
@@ -285,14 +285,29 @@ class FaultyLink:
         return bytes(flipped)
 
     def _send(self, data: bytes, send: Callable[[bytes], None]) -> None:
-        if not self.faults.baud:
+        """Send now, or hand to the wire thread that models latency and baud rate."""
+        if not (self.faults.latency_ms or self.faults.baud):
             send(data)
             return
+        if self._wire is None:
+            self._wire = queue.SimpleQueue()
+            threading.Thread(target=self._wire_loop, args=(self._wire,), daemon=True).start()
+        self._wire.put((time.monotonic() + self.faults.latency_ms / 1000, data, send))
+
+    def _wire_loop(self, wire: "queue.SimpleQueue[tuple[float, bytes, Callable[[bytes], None]]]") -> None:
+        """Replies leave in order, each no earlier than its due time, at most baud/10 bytes per second."""
         rate = self.faults.baud / 10
-        for start in range(0, len(data), 256):
-            piece = data[start:start + 256]
-            send(piece)
-            time.sleep(len(piece) / rate)
+        while True:
+            due, data, send = wire.get()
+            time.sleep(max(0.0, due - time.monotonic()))
+            step = 256 if rate else len(data)
+            try:
+                for start in range(0, len(data), step):
+                    send(data[start:start + step])
+                    if rate:
+                        time.sleep(step / rate)
+            except OSError:
+                continue
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -347,6 +362,7 @@ class PtyServer:
                     os.close(self._slave)
                     time.sleep(0.2)
                     self.firmware.reboot()
+                    link.decoder.reset()
                     self._master, self._slave = self._open()
         finally:
             os.close(self._master)

@@ -27,3 +27,11 @@ def test_readme_commands_are_the_ci_commands():
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
     assert "python3 -m pytest" in README and "python3 -m pytest" in ci
     assert "pip install torch==2.13.0" in README and "torch==2.13.0" in ci
+
+
+def test_serial_options_and_emulator_faults_are_documented():
+    from devices.serial_device import SerialOptions
+    from hil.cli import FAULT_FLAGS
+
+    assert all(f"| `{name}` |" in README for name in SerialOptions.model_fields)
+    assert all(f"--{name}" in README for name, _, _ in FAULT_FLAGS)

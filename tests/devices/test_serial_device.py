@@ -115,6 +115,7 @@ def test_socket_urls_reach_the_emulator_over_tcp():
     ("serial://1209:0001", "no serial port with USB ID 1209:0001"),
     ("serial:///dev/null?baud=-3", "option 'baud'"),
     ("serial:///dev/null?speed=3", "options: baud, timeout"),
+    ("loop://", "echoes our own requests back"),
 ])
 def test_bad_urls_say_what_is_wrong(url, message):
     with pytest.raises((DeviceURLError, LinkError), match=message):
