@@ -13,29 +13,24 @@ device's HELLO), ``retries`` (resends per request before the link counts as lost
 max_in_flight requests in flight; 0: one at a time).
 """
 
-import collections
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import serial
 import serial.tools.list_ports
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.codec import REPLY_BIT, CodecError, Frame, FrameDecoder, encode_frame
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
 from devices.info import DeviceInfo
-from devices.interface import Counters, Device, LayerParams, Perturbation, check_layer_params, check_params
 from devices.messages import (
     CAP_SEEDED,
     HELLO_REQUEST,
     SET_INPUT_HEAD,
     SET_PARAMS_HEAD,
-    SIGN_MINUS,
-    SIGN_PLUS,
     DeviceStatus,
     Hello,
     MessageType,
@@ -44,7 +39,6 @@ from devices.messages import (
     Status,
     pack_values,
     unpack_error,
-    unpack_values,
 )
 from devices.registry import url_options
 
@@ -72,31 +66,6 @@ class _LinkLost(Exception):
     """The port vanished or stopped answering; the exchange restarts after a reconnect."""
 
 
-@dataclass
-class LinkStats:
-    """What the link did: bytes, frames, round trips, and everything that went wrong."""
-
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    payload_bytes_received: int = 0
-    frames_sent: int = 0
-    frames_received: int = 0
-    resends: int = 0
-    timeouts: int = 0
-    crc_errors: int = 0
-    reconnects: int = 0
-    round_trips: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10000))
-
-    def as_dict(self) -> dict[str, float]:
-        """Counts, and round-trip p50/p99 in ms once any reply has arrived."""
-        out = {f"link_{k}": float(v) for k, v in self.__dict__.items() if k != "round_trips"}
-        rtts = sorted(self.round_trips)
-        if rtts:
-            out["link_rtt_p50_ms"] = 1000 * rtts[len(rtts) // 2]
-            out["link_rtt_p99_ms"] = 1000 * rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))]
-        return out
-
-
 def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:
     """The path of the first serial port with this USB VID:PID (and serial number)."""
     for port in serial.tools.list_ports.comports():
@@ -106,11 +75,11 @@ def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:
     raise LinkError(f"no serial port with USB ID {wanted}; `hil devices` lists what is plugged in")
 
 
-class SerialDevice(Device):
+class SerialDevice(BenchDevice):
     """The host side of the protocol: handshake, pipelined requests, retries, reconnects."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        super().__init__(url)
         options = url_options(url)
         try:
             self.options = SerialOptions(**options)
@@ -118,8 +87,6 @@ class SerialDevice(Device):
             first = err.errors()[0]
             raise DeviceURLError(f"{url!r}: option {first['loc'][0]!r}: {first['msg']} "
                                  f"(options: {', '.join(SerialOptions.model_fields)})") from None
-        self.stats = LinkStats()
-        self._counters = Counters()
         self._next_id = 0
         self._decoder = FrameDecoder()
         self.port = self._open_port()
@@ -136,55 +103,33 @@ class SerialDevice(Device):
         except Exception:
             self.close()
             raise
-        self._params: list[LayerParams] = [{} for _ in self._info.layers]
-        self._inputs: list[torch.Tensor | None] = [None] * len(self._info.layers)
+        self._forget()
         log.info("opened %s: %s, firmware %s", url, self.hello.identity, self.hello.firmware)
 
-    # ----------------------------------------------------------------- the Device contract
+    # ----------------------------------------------------------------- link primitives
 
-    def info(self) -> DeviceInfo:
-        return self._info
+    def _send_writes(self, params: list[ParamWrite], inputs: list[InputWrite]) -> None:
+        per_frame = (self.hello.max_request - SET_INPUT_HEAD.size) // 4
+        requests: list[tuple[MessageType, bytes]] = []
+        for layer, index, value in params:
+            data = pack_values(value)
+            for start in range(0, value.numel(), per_frame):
+                head = SET_PARAMS_HEAD.pack(layer, index, 0, start)
+                requests.append((MessageType.SET_PARAMS, head + data[4 * start:4 * (start + per_frame)]))
+        for layer, value in inputs:
+            data = pack_values(value)
+            for start in range(0, value.numel(), per_frame):
+                head = SET_INPUT_HEAD.pack(layer, 0, 0, len(value), start)
+                requests.append((MessageType.SET_INPUT, head + data[4 * start:4 * (start + per_frame)]))
+        self.transact(requests)
 
-    @property
-    def counters(self) -> Counters:
-        self._counters.bytes_sent = self.stats.bytes_sent
-        self._counters.bytes_received = self.stats.bytes_received
-        self._counters.extra.update(self.stats.as_dict())
-        return self._counters
+    def _measure_forward(self) -> bytes:
+        (reply,) = self.transact([(MessageType.FORWARD, b"")])
+        return reply.payload
 
-    def forward(self, params: list[LayerParams], x: torch.Tensor) -> list[torch.Tensor]:
-        check_params(self._info, params)
-        pieces = []
-        for part in x.split(self._info.max_batch):
-            self._write_state({i: p for i, p in enumerate(params)}, {0: part})
-            (reply,) = self.transact([(MessageType.FORWARD, b"")])
-            outputs = [spec.outputs for spec in self._info.layers]
-            values = unpack_values(reply.payload, len(part) * sum(outputs)).to(x.device)
-            pieces.append([v.reshape(len(part), n) for v, n in zip(values.split([len(part) * n for n in outputs]),
-                                                                   outputs)])
-        self._counters.queries += len(self._info.layers) * len(pieces)
-        self._counters.forwards += len(pieces)
-        return [torch.cat(layer) for layer in zip(*pieces)]
-
-    def perturbed_pairs(
-        self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = self._layer(layer)
-        check_layer_params(layer, spec, params)
-        request = PerturbedForward(layer, perturbation.distribution, SIGN_PLUS | SIGN_MINUS, perturbation.eps,
-                                   perturbation.chunk, perturbation.seeds)
-        pluses, minuses = [], []
-        for part in x.split(self._info.max_batch):
-            self._write_state({layer: params}, {layer: part})
-            (reply,) = self.transact([(MessageType.PERTURBED_FORWARD, request.pack())])
-            n_dir = len(perturbation.seeds)
-            values = unpack_values(reply.payload, 2 * n_dir * len(part) * spec.outputs).to(x.device)
-            values = values.reshape(2, n_dir, len(part), spec.outputs)
-            pluses.append(values[0])
-            minuses.append(values[1])
-        self._counters.queries += request.queries
-        self._counters.perturbation_batches += 1
-        return torch.cat(pluses, dim=1), torch.cat(minuses, dim=1)
+    def _measure_perturbed(self, request: PerturbedForward) -> bytes:
+        (reply,) = self.transact([(MessageType.PERTURBED_FORWARD, request.pack())])
+        return reply.payload
 
     def close(self) -> None:
         port = getattr(self, "port", None)
@@ -221,8 +166,7 @@ class SerialDevice(Device):
     def reset(self) -> None:
         """Return the device to its power-up state; the host forgets what it had written."""
         self.transact([(MessageType.RESET, b"")])
-        self._params = [{} for _ in self._info.layers]
-        self._inputs = [None] * len(self._info.layers)
+        self._forget()
 
     def transact(self, requests: list[tuple[MessageType, bytes]], check: bool = True) -> list[Frame]:
         """Send requests (pipelined when they commute) and return their replies in order.
@@ -249,11 +193,6 @@ class SerialDevice(Device):
         return replies
 
     # ----------------------------------------------------------------- internals
-
-    def _layer(self, layer: int):  # noqa: ANN202 - a LayerSpec
-        if not 0 <= layer < len(self._info.layers):
-            raise DeviceConfigError(f"no layer {layer}; the device has {len(self._info.layers)}")
-        return self._info.layers[layer]
 
     def _raise_refusal(self, kind: MessageType, status: int) -> None:
         texts = [text for _, text in self.errors()]
@@ -319,46 +258,7 @@ class SerialDevice(Device):
         if hello.identity != identity:
             raise LinkError(f"{self.url}: a different device answered after reconnecting "
                             f"({hello.identity!r}, was {identity!r})")
-        params, inputs = self._params, self._inputs
-        self._params = [{} for _ in self._info.layers]
-        self._inputs = [None] * len(self._info.layers)
-        self._write_state(dict(enumerate(params)), {i: x for i, x in enumerate(inputs) if x is not None})
-
-    def _write_state(self, params: dict[int, LayerParams], inputs: dict[int, torch.Tensor]) -> None:
-        """Write the parameters and inputs that differ from what the device holds (one pipelined batch)."""
-        requests: list[tuple[MessageType, bytes]] = []
-        new_params: dict[int, LayerParams] = {}
-        new_inputs: dict[int, torch.Tensor] = {}
-        per_frame = (self.hello.max_request - SET_INPUT_HEAD.size) // 4
-        for layer, layer_params in params.items():
-            for index, spec in enumerate(self._info.layers[layer].params):
-                value = layer_params[spec.name].detach().to("cpu", torch.float32)
-                held = self._params[layer].get(spec.name)
-                if held is not None and torch.equal(held, value):
-                    continue
-                data = pack_values(value)
-                for start in range(0, value.numel(), per_frame):
-                    chunk = data[4 * start:4 * (start + per_frame)]
-                    requests.append((MessageType.SET_PARAMS, SET_PARAMS_HEAD.pack(layer, index, 0, start) + chunk))
-                new_params.setdefault(layer, {})[spec.name] = value.clone()
-        for layer, x in inputs.items():
-            value = x.detach().to("cpu", torch.float32)
-            held = self._inputs[layer]
-            if held is not None and torch.equal(held, value):
-                continue
-            data = pack_values(value)
-            for start in range(0, value.numel(), per_frame):
-                chunk = data[4 * start:4 * (start + per_frame)]
-                requests.append((MessageType.SET_INPUT, SET_INPUT_HEAD.pack(layer, 0, 0, len(value), start) + chunk))
-            new_inputs[layer] = value.clone()
-        if not requests:
-            return
-        self.transact(requests)
-        for layer, layer_params in new_params.items():
-            self._params[layer].update(layer_params)
-        self._counters.param_writes += sum(len(p) for p in new_params.values())
-        for layer, value in new_inputs.items():
-            self._inputs[layer] = value
+        self._restore()
 
     def _exchange(self, requests: list[tuple[MessageType, bytes]], window: int, timeout: float) -> list[Frame]:
         """One attempt at a batch of requests over the current port; _LinkLost if the port fails."""
