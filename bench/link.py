@@ -1,15 +1,17 @@
-"""The serial link on a real pseudo-terminal: query rates, bytes per query, framing efficiency.
+"""Bench links on a real pseudo-terminal: query rates, bytes per query, framing efficiency.
 
 Starts ``hil emulate --pty`` in a separate process and drives it with SerialDevice. For FORWARD
 and PERTURBED_FORWARD it measures queries per second and bytes on the wire per query with
 pipelining on and off (off is the baseline), and at 0 ms and 1 ms link latency (1 ms is a USB
 full-speed frame). The in-process simulator's rate is measured in the same run for reference. It
-also counts the bytes a training step saves by sending seeds instead of perturbed parameters.
+compares the binary protocol with the SCPI dialect over VISA, and counts the bytes a training step
+saves by sending seeds instead of perturbed parameters.
 
     python bench/link.py            # writes bench/results/link.{json,md}
 """
 
 import argparse
+import functools
 import itertools
 import subprocess
 import sys
@@ -27,15 +29,17 @@ from common import environment, write_results  # noqa: E402
 from devices.codec import Frame, encode_frame
 from devices.interface import Perturbation
 from devices.messages import SET_PARAMS_HEAD, MessageType, PerturbedForward, pack_values
+from devices.registry import open_device
 from devices.serial_device import SerialDevice
 from simulators.registry import open_sim
 
 DIRECTIONS = 4
 
 
-def _emulator(layers: str, latency_ms: float, link: Path) -> subprocess.Popen:
+def _emulator(layers: str, latency_ms: float, link: Path, scpi: bool = False) -> subprocess.Popen:
     proc = subprocess.Popen(["hil", "emulate", "--pty", "--layers", layers, "--latency", str(latency_ms),
-                             "--link", str(link)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             "--link", str(link), *(["--scpi"] if scpi else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == str(link)
     return proc
 
@@ -75,6 +79,49 @@ def _in_process_rate(layers: str, batch: int, repeats: int) -> dict[str, float]:
         sim.perturbed_pairs(0, params[0], x, pert)
     perturbed = repeats * 2 * DIRECTIONS / (time.perf_counter() - started)
     return {"FORWARD": forward, "PERTURBED_FORWARD": perturbed}
+
+
+def compare_dialects(layers: str, batches: list[int], requests: int) -> list[dict[str, Any]]:
+    """The binary protocol (pipelining off) against SCPI over VISA, each from an emulator on a local
+    TCP socket, through the public Device calls (repeated with unchanged params and input: no writes)."""
+    rows = []
+    for dialect in ("binary", "scpi"):
+        proc = subprocess.Popen(["hil", "emulate", "--tcp", "0", "--layers", layers,
+                                 *(["--scpi"] if dialect == "scpi" else [])],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip() + ("" if dialect == "scpi" else "?pipeline=0")
+        try:
+            with open_device(url) as device:
+                for batch in batches:
+                    params = _params(device)
+                    x = torch.rand(batch, device.info().layers[0].inputs)
+                    pert = Perturbation(tuple(range(DIRECTIONS)), 0.01)
+                    device.perturbed_pairs(0, params[0], x, pert)
+                    device.forward(params, x)
+                    calls = {"FORWARD": (functools.partial(device.forward, params, x), len(params)),
+                             "PERTURBED_FORWARD": (functools.partial(device.perturbed_pairs, 0, params[0], x, pert),
+                                                   2 * DIRECTIONS)}
+                    for message, (call, each) in calls.items():
+                        stats = device.stats
+                        wire = stats.bytes_sent + stats.bytes_received
+                        started = time.perf_counter()
+                        for _ in range(requests):
+                            call()
+                        seconds = time.perf_counter() - started
+                        rows.append({"dialect": dialect, "message": message, "batch": batch,
+                                     "queries_per_second": requests * each / seconds,
+                                     "bytes_per_query": (stats.bytes_sent + stats.bytes_received - wire)
+                                     / (requests * each)})
+                        print(rows[-1], file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait()
+    for row in rows:
+        binary = next(r for r in rows if r["dialect"] == "binary"
+                      and all(r[k] == row[k] for k in ("message", "batch")))
+        row["rate_vs_binary"] = row["queries_per_second"] / binary["queries_per_second"]
+    return rows
 
 
 def seed_savings(layers: list[int], max_request: int) -> dict[str, float]:
@@ -126,6 +173,7 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait()
+    dialects = compare_dialects(args.layers, batches, args.requests)
     local = {b: _in_process_rate(args.layers, b, args.requests) for b in batches}
     for row in rows:
         baseline = next(r for r in rows if not r["pipelining"]
@@ -135,8 +183,8 @@ def main() -> None:
     widths = [int(w) for w in args.layers.split(",")]
     savings = {"default": seed_savings(widths, 1 << 16), "784,1000,1000": seed_savings([784, 1000, 1000], 1 << 16)}
     payload = {"environment": environment(), "layers": args.layers, "directions": DIRECTIONS,
-               "rows": rows, "in_process_queries_per_second": local, "seed_savings_per_step": savings,
-               "last_link_counters": rtt}
+               "rows": rows, "dialects": dialects, "in_process_queries_per_second": local,
+               "seed_savings_per_step": savings, "last_link_counters": rtt}
     table = [f"Network {args.layers}, P = {DIRECTIONS} (PERTURBED_FORWARD = {2 * DIRECTIONS} queries), "
              f"{args.requests} requests per row, emulator in its own process on a pty.", "",
              "| message | batch | latency | pipelining | queries/s | x no-pipelining | x in-process | bytes/query "
@@ -146,6 +194,15 @@ def main() -> None:
                      f"| {r['queries_per_second']:.0f} | {r['speedup_vs_no_pipelining']:.2f} | "
                      f"{r['fraction_of_in_process_rate']:.2f} | {r['bytes_per_query']:.0f} | "
                      f"{r['payload_to_wire']:.4f} |")
+    table.append("")
+    table.append("Binary protocol (`socket://`, pipelining off) against SCPI over VISA "
+                 "(`visa://TCPIP0::...::SOCKET`, pyvisa-py), emulator on a local TCP port, same run:")
+    table.append("")
+    table.append("| message | batch | dialect | queries/s | x binary | bytes/query |")
+    table.append("|---|---|---|---|---|---|")
+    for r in sorted(dialects, key=lambda r: (r["message"], r["batch"], r["dialect"])):
+        table.append(f"| {r['message']} | {r['batch']} | {r['dialect']} | {r['queries_per_second']:.0f} | "
+                     f"{r['rate_vs_binary']:.2f} | {r['bytes_per_query']:.0f} |")
     table.append("")
     table.append("| network | seeded bytes/step | perturbed-parameter bytes/step | saved | ratio |")
     table.append("|---|---|---|---|---|")

@@ -15,6 +15,7 @@ max_in_flight requests in flight; 0: one at a time).
 
 import json
 import logging
+import select
 import time
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ import serial.tools.list_ports
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.bench import BenchDevice, InputWrite, ParamWrite
-from devices.codec import REPLY_BIT, CodecError, Frame, FrameDecoder, encode_frame
+from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
 from devices.info import DeviceInfo
 from devices.messages import (
@@ -45,6 +46,7 @@ from devices.registry import url_options
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.02
+READ_CHUNK = 1 << 20
 PYSERIAL_SCHEMES = ("socket", "rfc2217", "hwgrep", "loop")
 CONFIG_STATUSES = {Status.BAD_LAYER, Status.BAD_PARAM, Status.OUT_OF_RANGE, Status.OUT_OF_BOUNDS,
                    Status.BATCH_TOO_LARGE, Status.BAD_LENGTH}
@@ -88,6 +90,7 @@ class SerialDevice(BenchDevice):
             raise DeviceURLError(f"{url!r}: option {first['loc'][0]!r}: {first['msg']} "
                                  f"(options: {', '.join(SerialOptions.model_fields)})") from None
         self._next_id = 0
+        self._fd: int | None = None
         self._decoder = FrameDecoder()
         self.port = self._open_port()
         try:
@@ -220,10 +223,16 @@ class SerialDevice(BenchDevice):
         else:
             raise DeviceURLError(f"{self.url!r} names no port; e.g. serial:///dev/ttyACM0")
         try:
-            return serial.serial_for_url(target, baudrate=self.options.baud, timeout=POLL_SECONDS,
+            port = serial.serial_for_url(target, baudrate=self.options.baud, timeout=POLL_SECONDS,
                                          write_timeout=30)
         except (serial.SerialException, OSError, ValueError) as err:
             raise LinkError(f"cannot open {target}: {err}") from None
+        try:
+            self._fd = port.fileno()
+            port.timeout = 0
+        except (AttributeError, NotImplementedError, OSError, serial.SerialException):
+            self._fd = None
+        return port
 
     def _hello(self) -> Hello:
         self._write(b"\x00")
@@ -335,10 +344,13 @@ class SerialDevice(BenchDevice):
         if self.port is None:
             raise _LinkLost("port closed")
         try:
-            data = self.port.read(self.port.in_waiting or 1)
-            if data and self.port.in_waiting:
-                data += self.port.read(self.port.in_waiting)
-        except (serial.SerialException, OSError, CodecError) as err:
+            if self._fd is None:  # a transport without a file descriptor (loop://, rfc2217://)
+                data = self.port.read(self.port.in_waiting or 1)
+            elif select.select([self._fd], [], [], POLL_SECONDS)[0]:
+                data = self.port.read(READ_CHUNK)  # timeout 0: whatever has arrived, in one call
+            else:
+                data = b""
+        except (serial.SerialException, OSError, ValueError) as err:
             raise _LinkLost(str(err)) from None
         self.stats.bytes_received += len(data)
         return data

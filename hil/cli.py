@@ -5,6 +5,7 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the bench protocol from a simulated device on a pty or TCP port",
         description="Run the firmware emulator: a simulated device that speaks firmware_protocol.md on a "
         "pseudo-terminal (prints its path; train with --device serial://PATH) or a TCP port "
-        "(--device socket://127.0.0.1:PORT). Fault options make the link lose, corrupt and delay frames.",
+        "(--device socket://127.0.0.1:PORT); with --scpi, the SCPI dialect for visa:// URLs. Fault options "
+        "make the binary link lose, corrupt and delay frames.",
     )
     where = emulate.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT")
+    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: any free port)")
+    emulate.add_argument("--scpi", action="store_true",
+                         help="speak the SCPI dialect (for visa:// URLs) instead of the binary protocol")
     emulate.add_argument("--kind", default="crossbar", help="simulator: crossbar or photonic (default: crossbar)")
     emulate.add_argument("--preset", default="ideal", help="physics preset, see README (default: ideal)")
     emulate.add_argument("--layers", type=_widths, help="widths, input first (default: 64,256,256)")
@@ -141,8 +145,9 @@ def _train(args: argparse.Namespace) -> int:
 def _emulate(args: argparse.Namespace) -> int:
     import torch
 
-    from simulators.emulator import Faults, Firmware, PtyServer, serve_tcp
+    from simulators.emulator import Faults, Firmware
     from simulators.registry import open_sim
+    from simulators.serve import PtyServer, serve_tcp
 
     if args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
@@ -162,12 +167,19 @@ def _emulate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"emulating {device.info().identity}", file=sys.stderr)
     try:
+        dialect = "scpi" if args.scpi else "binary"
         if args.tcp is not None:
-            serve_tcp(firmware, args.tcp, faults)
+            def ready(port: int) -> None:
+                url = f"visa://TCPIP0::127.0.0.1::{port}::SOCKET" if args.scpi else f"socket://127.0.0.1:{port}"
+                print(url, flush=True)
+                print(f"train with: hil train --device {url}   (Ctrl-C stops)", file=sys.stderr)
+
+            serve_tcp(firmware, args.tcp, faults, dialect=dialect, ready=ready)
         else:
-            server = PtyServer(firmware, faults, args.link)
+            server = PtyServer(firmware, faults, args.link, dialect=dialect)
+            url = f"visa://ASRL{server.port}::INSTR" if args.scpi else f"serial://{server.port}"
             print(server.port, flush=True)
-            print(f"train with: hil train --device serial://{server.port}   (Ctrl-C stops)", file=sys.stderr)
+            print(f"train with: hil train --device {url}   (Ctrl-C stops)", file=sys.stderr)
             server.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -188,13 +200,15 @@ def _devices() -> int:
         print("VISA resources: pyvisa is not installed")
         return 0
     try:
-        resources = pyvisa.ResourceManager("@py").list_resources()
+        with warnings.catch_warnings():  # pyvisa-py suggests optional packages for wider discovery
+            warnings.simplefilter("ignore")
+            resources = pyvisa.ResourceManager("@py").list_resources()
     except Exception as err:  # noqa: BLE001 - any backend failure is reported, not fatal
         print(f"VISA resources: cannot list ({err})")
         return 0
     print("VISA resources:" if resources else "VISA resources: none found")
     for name in resources:
-        print(f"  {name}")
+        print(f"  visa://{name}")
     return 0
 
 

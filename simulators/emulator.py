@@ -1,23 +1,19 @@
 """Firmware emulator: serves ``firmware_protocol.md`` with a simulated device behind it.
 
 :class:`Firmware` turns request frames into reply frames exactly as a bench device's firmware
-would (staging buffers, error queue, reply cache). :func:`serve_pty` and :func:`serve_tcp` put it
-on a real pseudo-terminal or socket, with :class:`Faults` to prove the host survives a bad link.
+would (staging buffers, error queue, reply cache). :class:`FaultyLink` feeds it from a byte
+stream and applies :class:`Faults` to prove the host survives a bad link; ``simulators.serve``
+puts either dialect on a real pseudo-terminal or socket.
 """
 
 import collections
 import logging
-import os
 import queue
 import random
-import select
-import socket
 import threading
 import time
-import tty
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -276,6 +272,10 @@ class FaultyLink:
         self.firmware.frames_rejected = self.decoder.rejected
         return True
 
+    def reset(self) -> None:
+        """The stream was cut: forget a half-received frame."""
+        self.decoder.reset()
+
     def _maybe_corrupt(self, data: bytes, what: str) -> bytes:
         if not data or self.dice.random() >= self.faults.corrupt:
             return data
@@ -308,95 +308,3 @@ class FaultyLink:
                         time.sleep(step / rate)
             except OSError:
                 continue
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        select.select([], [fd], [])
-        view = view[os.write(fd, view):]
-
-
-class PtyServer:
-    """The emulator on a pseudo-terminal behind a stable symlink, re-created after an unplug."""
-
-    def __init__(self, firmware: Firmware, faults: Faults | None = None, link: Path | None = None) -> None:
-        self.firmware = firmware
-        self.faults = faults or Faults()
-        self.link = link or Path(f"/tmp/hil-emulator-{os.getpid()}-{id(self):x}")
-        self._stop = threading.Event()
-        self._master, self._slave = self._open()
-        self._thread: threading.Thread | None = None
-        self.injected: collections.Counter[str] = collections.Counter()
-
-    @property
-    def port(self) -> str:
-        """The path a host opens (a symlink to the current pty)."""
-        return str(self.link)
-
-    def _open(self) -> tuple[int, int]:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        tmp = self.link.with_name(self.link.name + ".new")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.ttyname(slave))
-        tmp.replace(self.link)
-        return master, slave
-
-    def serve_forever(self) -> None:
-        """Serve until :meth:`stop`; an emulated unplug closes the pty and opens a new one."""
-        link = FaultyLink(self.firmware, self.faults)
-        self.injected = link.injected
-        try:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([self._master], [], [], 0.05)
-                if not ready:
-                    continue
-                try:
-                    data = os.read(self._master, 1 << 16)
-                except OSError:
-                    continue
-                if not link.receive(data, lambda b: _write_all(self._master, b)):
-                    log.info("emulated unplug of %s", self.port)
-                    os.close(self._master)
-                    os.close(self._slave)
-                    time.sleep(0.2)
-                    self.firmware.reboot()
-                    link.decoder.reset()
-                    self._master, self._slave = self._open()
-        finally:
-            os.close(self._master)
-            os.close(self._slave)
-            self.link.unlink(missing_ok=True)
-
-    def start(self) -> "PtyServer":
-        """Serve on a background thread (tests, benchmarks)."""
-        self._thread = threading.Thread(target=self.serve_forever, name="hil-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "PtyServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def serve_tcp(firmware: Firmware, port: int, faults: Faults | None = None, host: str = "127.0.0.1") -> None:
-    """Serve one client at a time on ``host:port`` (``socket://host:port`` on the host side)."""
-    faults = faults or Faults()
-    with socket.create_server((host, port)) as server:
-        print(f"socket://{host}:{port}", flush=True)
-        while True:
-            conn, _ = server.accept()
-            firmware.reboot()
-            link = FaultyLink(firmware, faults)
-            with conn:
-                while data := conn.recv(1 << 16):
-                    if not link.receive(data, conn.sendall):
-                        break

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from simulators.emulator import Faults, Firmware, PtyServer
+from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
+from simulators.serve import Dialect, PtyServer
 
 CONTRACT_SIM = "sim://crossbar?layers=16,12,10"
 
@@ -16,20 +17,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the device-contract tests against this bench device, e.g. serial:///dev/ttyACM0")
 
 
-def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None) -> PtyServer:
+def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary") -> PtyServer:
     """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done)."""
-    return PtyServer(Firmware(open_sim(sim_url)), faults).start()
+    return PtyServer(Firmware(open_sim(sim_url)), faults, dialect=dialect).start()
 
 
-@pytest.fixture
+@pytest.fixture(params=["serial", "visa"])
 def contract_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bench device under test: ``--hil-device``, or an emulator on a pty."""
+    """The bench device under test: ``--hil-device``, or an emulator on a pty in each dialect."""
     given = request.config.getoption("--hil-device")
     if given:
+        if not given.startswith(request.param):
+            pytest.skip(f"--hil-device {given} is not a {request.param} URL")
         yield given
         return
-    server = start_emulator()
+    server = start_emulator(dialect="scpi" if request.param == "visa" else "binary")
     try:
-        yield f"serial://{server.port}?timeout=0.5"
+        yield f"serial://{server.port}?timeout=0.5" if request.param == "serial" else f"visa://ASRL{server.port}::INSTR"
     finally:
         server.stop()

@@ -31,7 +31,9 @@ def test_readme_commands_are_the_ci_commands():
 
 def test_serial_options_and_emulator_faults_are_documented():
     from devices.serial_device import SerialOptions
+    from devices.visa_device import VisaOptions
     from hil.cli import FAULT_FLAGS
 
     assert all(f"| `{name}` |" in README for name in SerialOptions.model_fields)
+    assert all(f"`{name}`" in README for name in VisaOptions.model_fields)
     assert all(f"--{name}" in README for name, _, _ in FAULT_FLAGS)

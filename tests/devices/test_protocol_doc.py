@@ -62,3 +62,10 @@ def test_header_table_matches_the_struct():
     sizes = {"u8": 1, "u16": 2, "u32": 4}
     assert [int(offset) for offset, *_ in rows] == [sum(sizes[r[1]] for r in rows[:i]) for i in range(len(rows))]
     assert re.sub(r"[^BHI]", "", HEADER.format) == "".join({"u8": "B", "u16": "H", "u32": "I"}[r[1]] for r in rows)
+
+
+def test_scpi_error_codes_are_the_documented_ones():
+    from devices.scpi import SCPI_ERRORS
+
+    documented = {int(code): text for code, text, _ in _rows("| code | text | raised for |")}
+    assert documented == {code: text for code, text in SCPI_ERRORS.items() if code != 0}

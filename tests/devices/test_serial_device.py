@@ -1,6 +1,6 @@
 """SerialDevice against the firmware emulator on a real pseudo-terminal (and a real socket)."""
 
-import socket
+import queue
 import threading
 
 import pytest
@@ -12,8 +12,9 @@ from devices.serial_device import SerialDevice
 from hil.config import build_config
 from hil.runs import RunFolder
 from hil.trainer import Trainer
-from simulators.emulator import Faults, Firmware, serve_tcp
+from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
+from simulators.serve import serve_tcp
 from tests.conftest import start_emulator
 
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
@@ -92,18 +93,10 @@ def test_pipelining_off_gives_the_same_measurements():
 
 
 def test_socket_urls_reach_the_emulator_over_tcp():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    ports: queue.Queue[int] = queue.Queue()
     firmware = Firmware(open_sim("sim://crossbar?layers=16,12,10"))
-    threading.Thread(target=serve_tcp, args=(firmware, port), daemon=True).start()
-    for _ in range(50):
-        try:
-            dev = open_device(f"socket://127.0.0.1:{port}")
-            break
-        except LinkError:
-            threading.Event().wait(0.05)
-    with dev:
+    threading.Thread(target=serve_tcp, args=(firmware, 0), kwargs={"ready": ports.put}, daemon=True).start()
+    with open_device(f"socket://127.0.0.1:{ports.get(timeout=10)}") as dev:
         assert dev.info().identity.startswith("hil simulated crossbar 16x12x10")
         assert dev.ping() < 1.0
 

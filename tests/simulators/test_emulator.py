@@ -16,8 +16,9 @@ from devices.messages import (
     pack_values,
     unpack_error,
 )
-from simulators.emulator import ERROR_QUEUE, Faults, Firmware, PtyServer
+from simulators.emulator import ERROR_QUEUE, Faults, Firmware
 from simulators.registry import open_sim
+from simulators.serve import PtyServer
 
 
 def _firmware() -> Firmware:
