@@ -129,6 +129,7 @@ def serve_tcp(firmware: Firmware, port: int, faults: Faults | None = None, host:
             ready(server.getsockname()[1])
         while True:
             conn, _ = server.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             firmware.reboot()
             link.reset()
             with conn:
