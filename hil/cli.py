@@ -78,6 +78,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--serve", action="store_true",
+                       help="also run the status service and dashboard in this process (see hil serve)")
+    train.add_argument("--port", type=int, default=8765, help="port of --serve (default: 8765)")
+    train.add_argument("--token", help="token of --serve's control endpoints (default: generated and printed)")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the status service and dashboard for a runs folder",
+        description="Serve the runs of a folder: a dashboard at /, a JSON API under /api (OpenAPI at /docs), "
+        "Server-Sent Events per run, Prometheus metrics at /metrics, and stop/pause/resume controls that "
+        "running trainers act on at their next step. Binds to 127.0.0.1; every endpoint needs the token "
+        "unless --public-reads opens the read endpoints.",
+    )
+    serve.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default: runs)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    serve.add_argument("--token", help="token for the endpoints (default: generated and printed)")
+    serve.add_argument("--public-reads", action="store_true", help="let anyone who can reach it read (not control)")
 
     emulate = sub.add_parser(
         "emulate",
@@ -131,6 +149,10 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides) if args.config else build_config(overrides)
         run = RunFolder.create(config)
     trainer = Trainer(config, run, progress=not args.no_progress)
+    if args.serve:
+        from hil.serving import serve_in_thread
+
+        serve_in_thread(run.path.parent, "127.0.0.1", args.port, args.token)
     print(trainer.rule.summary(), file=sys.stderr)
     summary = trainer.fit()
     acc = summary["test_accuracy"]
@@ -186,6 +208,15 @@ def _emulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from hil.serving import serve_forever
+
+    if not args.runs.is_dir():
+        raise ConfigError(f"--runs {str(args.runs)!r} is not a folder; give the folder that holds your run folders")
+    serve_forever(args.runs, args.host, args.port, args.token, args.public_reads)
+    return 0
+
+
 def _devices() -> int:
     import serial.tools.list_ports
 
@@ -223,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return _emulate(args)
         if args.command == "devices":
             return _devices()
+        if args.command == "serve":
+            return _serve(args)
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

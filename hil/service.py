@@ -1,0 +1,233 @@
+"""The status service: a FastAPI app over a runs folder's store, the dashboard, Prometheus metrics.
+
+Read endpoints and control endpoints both need the token unless reads are opened
+(``public_reads``); the token goes in ``Authorization: Bearer <token>`` or, for the browser's
+EventSource, a ``token`` query parameter. Controls are written to the store and the running
+trainer acts on them at its next step boundary.
+"""
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel, Field
+
+from hil import __version__
+from hil.store import LIVE, RunStore, UnknownRun
+
+HEALTHY_SECONDS = 60.0  # a live run that wrote nothing for this long is reported stale
+SSE_POLL_SECONDS = 0.5
+HEALTH_COUNTERS = ("link_reconnects", "link_crc_errors", "link_timeouts", "link_rtt_p50_ms", "link_rtt_p99_ms",
+                   "device_seconds", "writes_per_cell", "queries")
+
+
+class RunSummary(BaseModel):
+    id: str
+    status: str = Field(description="running, paused, finished, stopped or failed")
+    device: str
+    identity: str
+    seed: int
+    started: float = Field(description="Unix time")
+    stopped: float | None
+    exit_reason: str | None
+    heartbeat: float = Field(description="Unix time of the last metric the trainer wrote")
+
+
+class RunDetail(RunSummary):
+    run_dir: str
+    config: dict[str, Any]
+    counters: dict[str, float] = Field(description="latest device and link counters")
+
+
+class MetricRow(BaseModel):
+    id: int
+    step: int
+    epoch: int
+    name: str
+    value: float
+    time: float
+
+
+class MetricsPage(BaseModel):
+    rows: list[MetricRow]
+    next: int = Field(description="pass as `since` to get only newer rows")
+
+
+class DeviceHealth(BaseModel):
+    run_id: str
+    identity: str
+    status: str
+    healthy: bool = Field(description="the run wrote within the last minute")
+    seconds_since_heartbeat: float
+    counters: dict[str, float]
+
+
+class ServiceStatus(BaseModel):
+    service: Literal["ok"] = "ok"
+    version: str
+    runs_dir: str
+    runs_by_status: dict[str, int]
+    devices: list[DeviceHealth]
+
+
+class ControlAccepted(BaseModel):
+    run_id: str
+    action: str
+    detail: str
+
+
+def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = False) -> FastAPI:
+    """The service for ``runs_dir``; a token is generated when none is given (``app.state.token``)."""
+    store = RunStore.for_runs(runs_dir)
+    token = token or secrets.token_urlsafe(16)
+    app = FastAPI(title="hil", version=__version__,
+                  description="Watch and steer hardware-in-the-loop training runs.")
+    app.state.token = token
+    app.state.store = store
+
+    def check_token(authorization: str | None, query_token: str | None) -> None:
+        given = query_token
+        if authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value:
+                raise HTTPException(401, "Authorization header must be 'Bearer <token>'")
+            given = value
+        if given is None:
+            raise HTTPException(401, "this endpoint needs the service token: send 'Authorization: Bearer <token>' "
+                                     "or ?token=<token> (hil serve prints it at start)")
+        if not secrets.compare_digest(given, token):
+            raise HTTPException(403, "wrong token")
+
+    def control_auth(authorization: Annotated[str | None, Header()] = None,
+                     token_param: Annotated[str | None, Query(alias="token")] = None) -> None:
+        check_token(authorization, token_param)
+
+    def read_auth(authorization: Annotated[str | None, Header()] = None,
+                  token_param: Annotated[str | None, Query(alias="token")] = None) -> None:
+        if not public_reads:
+            check_token(authorization, token_param)
+
+    def known_run(run_id: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+        try:
+            return store.run(run_id)
+        except UnknownRun:
+            raise HTTPException(404, f"no run {run_id!r} in {runs_dir}") from None
+
+    reads = [Depends(read_auth)]
+
+    @app.get("/api/status", dependencies=reads)
+    def status() -> ServiceStatus:
+        """Service health, runs per status, and the health of every live run's device."""
+        runs = store.runs()
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        now = time.time()
+        devices = []
+        for run in runs:
+            if run["status"] in LIVE:
+                counters = store.run(run["id"])["counters"]
+                age = now - run["heartbeat"]
+                devices.append(DeviceHealth(run_id=run["id"], identity=run["identity"], status=run["status"],
+                                            healthy=age < HEALTHY_SECONDS or run["status"] == "paused",
+                                            seconds_since_heartbeat=age,
+                                            counters={k: v for k, v in counters.items() if k in HEALTH_COUNTERS}))
+        return ServiceStatus(version=__version__, runs_dir=str(runs_dir), runs_by_status=counts, devices=devices)
+
+    @app.get("/api/runs", dependencies=reads)
+    def runs() -> list[RunSummary]:
+        """Every run in the folder, newest first."""
+        return [RunSummary(**r) for r in store.runs()]
+
+    @app.get("/api/runs/{run_id}", dependencies=reads)
+    def run(detail: Annotated[dict[str, Any], Depends(known_run)]) -> RunDetail:
+        """One run: config, status, device identity and latest counters."""
+        return RunDetail(**detail)
+
+    @app.get("/api/runs/{run_id}/metrics", dependencies=reads)
+    def metrics(detail: Annotated[dict[str, Any], Depends(known_run)],
+                since: Annotated[int, Query(ge=0, description="return rows with id above this")] = 0,
+                limit: Annotated[int, Query(ge=1, le=100000)] = 10000) -> MetricsPage:
+        """Metrics rows (loss and queries/s per step; accuracies per epoch) newer than ``since``."""
+        rows = store.metrics(detail["id"], since, limit)
+        return MetricsPage(rows=[MetricRow(**r.__dict__) for r in rows], next=rows[-1].id if rows else since)
+
+    @app.get("/api/runs/{run_id}/events", dependencies=reads, response_class=EventSourceResponse)
+    async def events(detail: Annotated[dict[str, Any], Depends(known_run)], request: Request,
+                     last_event_id: Annotated[int | None, Header(ge=0)] = None) -> AsyncIterator[ServerSentEvent]:
+        """Server-Sent Events of a run (started, checkpoint, reconnect, paused, finished...), live.
+
+        Resumable: a client that reconnects with ``Last-Event-ID`` gets only newer events. The
+        stream ends after the event that ends the run.
+        """
+        after = last_event_id or 0
+        run_id = detail["id"]
+        while True:
+            for event in await asyncio.to_thread(store.events, run_id, after):
+                after = event.id
+                yield ServerSentEvent(data={"kind": event.kind, "time": event.time, **event.data},
+                                      event=event.kind, id=str(event.id))
+            if store.run(run_id)["status"] not in LIVE or await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+
+    def control(action: str):  # noqa: ANN202 - a route handler
+        def handler(detail: Annotated[dict[str, Any], Depends(known_run)]) -> ControlAccepted:
+            if detail["status"] not in LIVE:
+                raise HTTPException(409, f"run {detail['id']!r} is {detail['status']}; only a running or "
+                                         "paused run takes controls")
+            store.request_control(detail["id"], action)
+            return ControlAccepted(run_id=detail["id"], action=action,
+                                   detail="the trainer acts on it at its next step boundary")
+        handler.__doc__ = f"Ask a live run to {action} at its next step boundary (needs the token)."
+        return handler
+
+    for action in ("stop", "pause", "resume"):
+        app.post(f"/api/runs/{{run_id}}/{action}", status_code=202, dependencies=[Depends(control_auth)],
+                 name=f"{action}_run")(control(action))
+
+    registry = CollectorRegistry()
+    registry.register(_StoreCollector(store))
+
+    @app.get("/metrics", response_class=Response, dependencies=reads)
+    def prometheus() -> Response:
+        """Prometheus text format: per-run gauges (queries/s, accuracy, loss, link errors, round trips)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        return HTMLResponse(files("hil").joinpath("dashboard/index.html").read_text())
+
+    app.mount("/static", StaticFiles(directory=str(files("hil").joinpath("dashboard"))), name="static")
+    return app
+
+
+class _StoreCollector:
+    """Reads the store on every scrape, so any number of trainers and services agree."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def collect(self) -> Any:
+        latest = GaugeMetricFamily("hil_run_metric", "latest value of a run's metric", labels=["run", "name"])
+        counters = GaugeMetricFamily("hil_device_counter", "latest device and link counter of a run",
+                                     labels=["run", "name"])
+        live = GaugeMetricFamily("hil_run_live", "1 while a run is running or paused", labels=["run", "status"])
+        for run in self.store.runs():
+            live.add_metric([run["id"], run["status"]], 1.0 if run["status"] in LIVE else 0.0)
+            for name, value in self.store.latest_metrics(run["id"]).items():
+                latest.add_metric([run["id"], name], value)
+            for name, value in self.store.run(run["id"])["counters"].items():
+                counters.add_metric([run["id"], name], value)
+        yield from (live, latest, counters)

@@ -1,0 +1,245 @@
+"""The run store: one SQLite file (WAL) per runs folder with runs, metrics, events, counters and
+control requests. Trainers write as they go; the service and any number of readers read at once.
+
+A run that was ``running`` or ``paused`` when its process died is marked ``failed`` the next
+time the store is opened (its pid is gone), so a crash leaves a consistent store.
+"""
+
+import csv
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STORE_NAME = "hil.sqlite"
+LIVE = ("running", "paused")
+ACTIONS = ("stop", "pause", "resume")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, run_dir TEXT NOT NULL, config TEXT NOT NULL, device TEXT NOT NULL,
+    identity TEXT NOT NULL, seed INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL,
+    stopped REAL, exit_reason TEXT, pid INTEGER NOT NULL, host TEXT NOT NULL, heartbeat REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS metrics (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, time REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, time REAL NOT NULL,
+    kind TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
+CREATE TABLE IF NOT EXISTS counters (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, time REAL NOT NULL,
+    PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, action TEXT NOT NULL,
+    time REAL NOT NULL, done REAL);
+"""
+
+
+class UnknownRun(KeyError):
+    """No run with this id in the store."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: int
+    step: int
+    epoch: int
+    name: str
+    value: float
+    time: float
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    run_id: str
+    time: float
+    kind: str
+    data: dict[str, Any]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Thread-safe access to one store file; each thread gets its own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection().executescript(SCHEMA)  # executescript manages its own transaction
+        self.mark_dead_runs()
+
+    @classmethod
+    def for_runs(cls, runs_dir: Path) -> "RunStore":
+        """The store of a runs folder (``runs/hil.sqlite``)."""
+        return cls(runs_dir / STORE_NAME)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 connections must stay on their thread)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    def _db(self, write: bool = True) -> "_Transaction":
+        return _Transaction(self._connection(), write)
+
+    # ----------------------------------------------------------------- writes (trainer)
+
+    def start_run(self, run_id: str, run_dir: Path, config: dict[str, Any], device: str, identity: str,
+                  seed: int) -> None:
+        """Record a run as running in this process (a resumed run is updated in place)."""
+        now = time.time()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO runs (id, run_dir, config, device, identity, seed, status, started, pid, host, heartbeat)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " config = excluded.config, device = excluded.device, identity = excluded.identity,"
+                " status = 'running', stopped = NULL, exit_reason = NULL, pid = excluded.pid,"
+                " host = excluded.host, heartbeat = excluded.heartbeat",
+                (run_id, str(run_dir), json.dumps(config), device, identity, seed, now, os.getpid(),
+                 socket.gethostname(), now))
+            db.execute("UPDATE controls SET done = ? WHERE run_id = ? AND done IS NULL", (now, run_id))
+
+    def log_metrics(self, run_id: str, step: int, epoch: int, values: dict[str, float]) -> None:
+        now = time.time()
+        with self._db() as db:
+            db.executemany("INSERT INTO metrics (run_id, step, epoch, name, value, time) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(run_id, step, epoch, k, float(v), now) for k, v in values.items()])
+            db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, run_id))
+
+    def log_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",
+                       (run_id, time.time(), kind, json.dumps(data or {})))
+
+    def set_counters(self, run_id: str, values: dict[str, float]) -> None:
+        now = time.time()
+        with self._db() as db:
+            db.executemany("INSERT INTO counters (run_id, name, value, time) VALUES (?, ?, ?, ?) ON CONFLICT"
+                           " (run_id, name) DO UPDATE SET value = excluded.value, time = excluded.time",
+                           [(run_id, k, float(v), now) for k, v in values.items()])
+
+    def set_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """Move a run to a new status; a final one (not running or paused) records the stop time."""
+        with self._db() as db:
+            stopped = None if status in LIVE else time.time()
+            db.execute("UPDATE runs SET status = ?, stopped = ?, exit_reason = ? WHERE id = ?",
+                       (status, stopped, reason, run_id))
+
+    def take_control(self, run_id: str) -> str | None:
+        """The oldest pending control request of a run, marked done; None when there is none."""
+        with self._db() as db:
+            row = db.execute("SELECT id, action FROM controls WHERE run_id = ? AND done IS NULL ORDER BY id LIMIT 1",
+                             (run_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE controls SET done = ? WHERE id = ?", (time.time(), row["id"]))
+            return str(row["action"])
+
+    def mark_dead_runs(self) -> list[str]:
+        """Mark live runs of this host whose process is gone as failed; returns their ids."""
+        host = socket.gethostname()
+        dead = []
+        with self._db() as db:
+            for row in db.execute("SELECT id, pid FROM runs WHERE status IN ('running', 'paused') AND host = ?",
+                                  (host,)).fetchall():
+                if not _pid_alive(row["pid"]):
+                    dead.append(row["id"])
+            for run_id in dead:
+                db.execute("UPDATE runs SET status = 'failed', stopped = ?, exit_reason = ? WHERE id = ?",
+                           (time.time(), "the training process ended without closing the run (crash or kill)",
+                            run_id))
+        return dead
+
+    # ----------------------------------------------------------------- reads (service)
+
+    def request_control(self, run_id: str, action: str) -> None:
+        """Ask a live run to stop, pause or resume at its next step boundary."""
+        with self._db() as db:
+            db.execute("INSERT INTO controls (run_id, action, time) VALUES (?, ?, ?)", (run_id, action, time.time()))
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._db(write=False) as db:
+            return [self._run_row(r) for r in db.execute("SELECT * FROM runs ORDER BY started DESC").fetchall()]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self._db(write=False) as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownRun(run_id)
+            out = self._run_row(row)
+            out["counters"] = {r["name"]: r["value"] for r in
+                               db.execute("SELECT name, value FROM counters WHERE run_id = ?", (run_id,))}
+            return out
+
+    def metrics(self, run_id: str, since: int = 0, limit: int = 10000) -> list[Metric]:
+        """Metrics with id above ``since`` (the cursor a client passes back), oldest first."""
+        self.run(run_id)
+        with self._db(write=False) as db:
+            rows = db.execute("SELECT id, step, epoch, name, value, time FROM metrics WHERE run_id = ? AND id > ?"
+                              " ORDER BY id LIMIT ?", (run_id, since, limit)).fetchall()
+        return [Metric(**dict(r)) for r in rows]
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """The newest value of every metric name of a run."""
+        with self._db(write=False) as db:
+            rows = db.execute("SELECT name, value FROM metrics WHERE id IN (SELECT MAX(id) FROM metrics"
+                              " WHERE run_id = ? GROUP BY name)", (run_id,)).fetchall()
+        return {r["name"]: r["value"] for r in rows}
+
+    def events(self, run_id: str, after: int = 0) -> list[Event]:
+        with self._db(write=False) as db:
+            rows = db.execute("SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id",
+                              (run_id, after)).fetchall()
+        return [Event(r["id"], r["run_id"], r["time"], r["kind"], json.loads(r["data"])) for r in rows]
+
+    def export_csv(self, run_id: str, path: Path) -> int:
+        """Write a run's metrics as CSV (id, step, epoch, name, value, time); returns the row count."""
+        rows = self.metrics(run_id, limit=-1)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "step", "epoch", "name", "value", "time"])
+            writer.writerows([m.id, m.step, m.epoch, m.name, m.value, m.time] for m in rows)
+        return len(rows)
+
+    @staticmethod
+    def _run_row(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        out["config"] = json.loads(out["config"])
+        return out
+
+
+class _Transaction:
+    """``with store._db() as db``: one transaction on this thread's connection."""
+
+    def __init__(self, db: sqlite3.Connection, write: bool) -> None:
+        self.db = db
+        self.begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute(self.begin)
+        return self.db
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")

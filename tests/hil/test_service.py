@@ -1,0 +1,141 @@
+"""The status service through FastAPI's TestClient, against runs training in another thread."""
+
+import json
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from hil.config import build_config
+from hil.runs import RunFolder
+from hil.service import create_app
+from hil.trainer import Trainer
+
+TOKEN = "secret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _trainer(tmp_path, name="run", epochs=200):
+    config = build_config({"epochs": epochs, "hidden": [32], "batch_size": 64, "run_dir": tmp_path / name})
+    return Trainer(config, RunFolder.create(config), progress=False)
+
+
+def _in_thread(trainer):
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(trainer.fit()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _wait(predicate, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def client(tmp_path):
+    return TestClient(create_app(tmp_path, TOKEN))
+
+
+def test_read_endpoints_describe_a_finished_run(tmp_path, client):
+    summary = _trainer(tmp_path, epochs=2).fit()
+    runs = client.get("/api/runs", headers=AUTH).json()
+    assert [r["id"] for r in runs] == ["run"] and runs[0]["status"] == "finished"
+    detail = client.get("/api/runs/run", headers=AUTH).json()
+    assert detail["config"]["epochs"] == 2 and detail["counters"]["queries"] == summary["device_queries"]
+    page = client.get("/api/runs/run/metrics", headers=AUTH).json()
+    names = {r["name"] for r in page["rows"]}
+    assert {"loss", "queries_per_second", "test_accuracy_cumulative", "test_accuracy_final_layer"} <= names
+    accuracy = [r["value"] for r in page["rows"] if r["name"] == "test_accuracy_cumulative"]
+    assert accuracy[-1] == summary["test_accuracy"]
+    assert client.get(f"/api/runs/run/metrics?since={page['next']}", headers=AUTH).json() == {
+        "rows": [], "next": page["next"]}
+    status = client.get("/api/status", headers=AUTH).json()
+    assert status["service"] == "ok" and status["runs_by_status"] == {"finished": 1} and status["devices"] == []
+    text = client.get("/metrics", headers=AUTH).text
+    assert f'hil_run_metric{{name="test_accuracy_cumulative",run="run"}} {summary["test_accuracy"]}' in text
+    assert 'hil_device_counter{name="queries",run="run"}' in text
+    events = client.get("/api/runs/run/events", headers=AUTH).text
+    assert "event: started" in events and "event: finished" in events
+    assert client.get("/").status_code == 200 and "hil" in client.get("/static/app.js").text
+
+
+def test_sse_streams_a_live_run_and_resumes_from_last_event_id(tmp_path, client):
+    trainer = _trainer(tmp_path, epochs=4)
+    thread, _ = _in_thread(trainer)
+    kinds, ids = [], []
+    with client.stream("GET", "/api/runs/run/events", headers=AUTH) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+            if line.startswith("id: "):
+                ids.append(int(line[4:]))
+    thread.join()
+    assert kinds == ["started", "checkpoint", "checkpoint", "checkpoint", "checkpoint", "finished"]
+    resumed = client.get("/api/runs/run/events", headers={**AUTH, "Last-Event-ID": str(ids[2])}).text
+    assert [line[4:] for line in resumed.splitlines() if line.startswith("id: ")] == [str(i) for i in ids[3:]]
+
+
+def test_pause_resume_and_stop_reach_the_trainer_at_a_step_boundary(tmp_path, client):
+    trainer = _trainer(tmp_path)
+    thread, result = _in_thread(trainer)
+    _wait(lambda: trainer.train_steps > 3)
+    assert client.post("/api/runs/run/pause", headers=AUTH).status_code == 202
+    _wait(lambda: client.get("/api/runs/run", headers=AUTH).json()["status"] == "paused")
+    steps = trainer.train_steps
+    time.sleep(0.5)
+    assert trainer.train_steps == steps
+    health = client.get("/api/status", headers=AUTH).json()["devices"]
+    assert health[0]["run_id"] == "run" and health[0]["status"] == "paused" and health[0]["healthy"]
+    assert client.post("/api/runs/run/resume", headers=AUTH).status_code == 202
+    _wait(lambda: trainer.train_steps > steps)
+    assert client.post("/api/runs/run/stop", headers=AUTH).status_code == 202
+    thread.join(timeout=30)
+    assert result["status"] == "stopped"
+    run = client.get("/api/runs/run", headers=AUTH).json()
+    assert run["status"] == "stopped" and run["exit_reason"] == "stopped from the service"
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    kinds = [json.loads(line[6:])["kind"] for line in client.get("/api/runs/run/events", headers=AUTH).text.splitlines()
+             if line.startswith("data: ")]
+    assert kinds[:3] == ["started", "paused", "resumed"] and kinds[-2:] == ["checkpoint", "stopped"]
+    assert client.post("/api/runs/run/stop", headers=AUTH).status_code == 409
+
+
+@pytest.mark.parametrize("method, path, headers, code, needle", [
+    ("get", "/api/runs", {}, 401, "needs the service token"),
+    ("get", "/api/runs", {"Authorization": "Bearer nope"}, 403, "wrong token"),
+    ("get", "/api/runs", {"Authorization": "Basic abc"}, 401, "Bearer <token>"),
+    ("post", "/api/runs/run/stop", {}, 401, "needs the service token"),
+    ("get", "/api/runs/ghost", AUTH, 404, "no run 'ghost'"),
+    ("get", "/api/runs/ghost/events", AUTH, 404, "no run 'ghost'"),
+    ("post", "/api/runs/ghost/pause", AUTH, 404, "no run 'ghost'"),
+    ("get", "/api/runs/run/metrics?since=-1", AUTH, 422, "greater than or equal to 0"),
+    ("get", "/api/runs/run/metrics?since=abc", AUTH, 422, "valid integer"),
+])
+def test_bad_requests_get_the_right_status_and_a_clear_message(tmp_path, client, method, path, headers, code, needle):
+    _trainer(tmp_path, epochs=1).fit()
+    response = getattr(client, method)(path, headers=headers)
+    assert response.status_code == code
+    assert needle in json.dumps(response.json())
+
+
+def test_public_reads_open_reads_but_not_controls(tmp_path):
+    _trainer(tmp_path, epochs=1).fit()
+    client = TestClient(create_app(tmp_path, TOKEN, public_reads=True))
+    assert client.get("/api/runs").status_code == 200 and client.get("/metrics").status_code == 200
+    assert client.post("/api/runs/run/stop").status_code == 401
+
+
+def test_the_openapi_document_lists_every_endpoint_with_response_models(client):
+    doc = client.get("/openapi.json").json()
+    paths = set(doc["paths"])
+    assert {"/api/status", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/metrics",
+            "/api/runs/{run_id}/events", "/api/runs/{run_id}/stop", "/api/runs/{run_id}/pause",
+            "/api/runs/{run_id}/resume", "/metrics"} <= paths
+    assert {"ServiceStatus", "RunSummary", "RunDetail", "MetricsPage", "ControlAccepted"} <= set(
+        doc["components"]["schemas"])
