@@ -44,6 +44,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("seed", int, "seed for initialisation, data order and directions"),
     ("run-dir", Path, "run folder to create"),
     ("torch-device", str, "cpu or cuda for host tensors"),
+    ("threads", int, "CPU threads for torch (1 avoids oversubscribing a shared machine)"),
 ]
 
 

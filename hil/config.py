@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32)
     run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
     torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: torch's choice (all cores)")
 
     @field_validator("eps")
     @classmethod

@@ -8,8 +8,9 @@ trainer acts on them at its next step boundary.
 
 import asyncio
 import secrets
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,10 +25,10 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 
 from hil import __version__
-from hil.store import LIVE, RunStore, UnknownRun
+from hil.store import LIVE, Event, RunStore, UnknownRun
 
 HEALTHY_SECONDS = 60.0  # a live run that wrote nothing for this long is reported stale
-SSE_POLL_SECONDS = 0.5
+SHARED_SECONDS = 0.5  # status, run list and event polls are shared by all clients for this long
 HEALTH_COUNTERS = ("link_reconnects", "link_crc_errors", "link_timeouts", "link_rtt_p50_ms", "link_rtt_p99_ms",
                    "device_seconds", "writes_per_cell", "queries")
 
@@ -81,10 +82,40 @@ class ServiceStatus(BaseModel):
     devices: list[DeviceHealth]
 
 
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="what was wrong and how to fix it")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {401: "no token, or not 'Bearer <token>'", 403: "wrong token", 404: "no such run",
+            409: "the run is not running or paused"}
+    return {code: {"model": ErrorDetail, "description": text[code]} for code in codes}
+
+
 class ControlAccepted(BaseModel):
     run_id: str
     action: str
     detail: str
+
+
+class _SharedReads:
+    """Store reads shared by all clients for ``ttl`` seconds, so 50 dashboards cost what one does."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._values: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._values.get(key)
+            if hit is not None and now - hit[0] < self.ttl:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._values[key] = (now, value)
+        return value
 
 
 def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = False) -> FastAPI:
@@ -95,6 +126,7 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
                   description="Watch and steer hardware-in-the-loop training runs.")
     app.state.token = token
     app.state.store = store
+    shared = _SharedReads(SHARED_SECONDS)
 
     def check_token(authorization: str | None, query_token: str | None) -> None:
         given = query_token
@@ -125,10 +157,15 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
             raise HTTPException(404, f"no run {run_id!r} in {runs_dir}") from None
 
     reads = [Depends(read_auth)]
+    read_errors = _errors(401, 403)
+    run_errors = _errors(401, 403, 404)
 
-    @app.get("/api/status", dependencies=reads)
+    @app.get("/api/status", dependencies=reads, responses=read_errors)
     def status() -> ServiceStatus:
         """Service health, runs per status, and the health of every live run's device."""
+        return shared.get("status", service_status)
+
+    def service_status() -> ServiceStatus:
         runs = store.runs()
         counts: dict[str, int] = {}
         for run in runs:
@@ -145,17 +182,17 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
                                             counters={k: v for k, v in counters.items() if k in HEALTH_COUNTERS}))
         return ServiceStatus(version=__version__, runs_dir=str(runs_dir), runs_by_status=counts, devices=devices)
 
-    @app.get("/api/runs", dependencies=reads)
+    @app.get("/api/runs", dependencies=reads, responses=read_errors)
     def runs() -> list[RunSummary]:
         """Every run in the folder, newest first."""
-        return [RunSummary(**r) for r in store.runs()]
+        return shared.get("runs", lambda: [RunSummary(**r) for r in store.runs()])
 
-    @app.get("/api/runs/{run_id}", dependencies=reads)
+    @app.get("/api/runs/{run_id}", dependencies=reads, responses=run_errors)
     def run(detail: Annotated[dict[str, Any], Depends(known_run)]) -> RunDetail:
         """One run: config, status, device identity and latest counters."""
         return RunDetail(**detail)
 
-    @app.get("/api/runs/{run_id}/metrics", dependencies=reads)
+    @app.get("/api/runs/{run_id}/metrics", dependencies=reads, responses=run_errors)
     def metrics(detail: Annotated[dict[str, Any], Depends(known_run)],
                 since: Annotated[int, Query(ge=0, description="return rows with id above this")] = 0,
                 limit: Annotated[int, Query(ge=1, le=100000)] = 10000) -> MetricsPage:
@@ -163,7 +200,11 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
         rows = store.metrics(detail["id"], since, limit)
         return MetricsPage(rows=[MetricRow(**r.__dict__) for r in rows], next=rows[-1].id if rows else since)
 
-    @app.get("/api/runs/{run_id}/events", dependencies=reads, response_class=EventSourceResponse)
+    json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}
+    stream_errors = {code: {**spec, "content": json_error} for code, spec in run_errors.items()}
+
+    @app.get("/api/runs/{run_id}/events", dependencies=reads, response_class=EventSourceResponse,
+             responses=stream_errors)
     async def events(detail: Annotated[dict[str, Any], Depends(known_run)], request: Request,
                      last_event_id: Annotated[int | None, Header(ge=0)] = None) -> AsyncIterator[ServerSentEvent]:
         """Server-Sent Events of a run (started, checkpoint, reconnect, paused, finished...), live.
@@ -173,14 +214,21 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
         """
         after = last_event_id or 0
         run_id = detail["id"]
+
+        def poll() -> tuple[list[Event], str]:  # one store read per run per interval, whatever the clients
+            status = store.run(run_id)["status"]  # first: a final status comes after the run's last event
+            return store.events(run_id), status
+
         while True:
-            for event in await asyncio.to_thread(store.events, run_id, after):
-                after = event.id
-                yield ServerSentEvent(data={"kind": event.kind, "time": event.time, **event.data},
-                                      event=event.kind, id=str(event.id))
-            if store.run(run_id)["status"] not in LIVE or await request.is_disconnected():
+            events, status = await asyncio.to_thread(shared.get, ("events", run_id), poll)
+            for event in events:
+                if event.id > after:
+                    after = event.id
+                    yield ServerSentEvent(data={"kind": event.kind, "time": event.time, **event.data},
+                                          event=event.kind, id=str(event.id))
+            if status not in LIVE or await request.is_disconnected():
                 return
-            await asyncio.sleep(SSE_POLL_SECONDS)
+            await asyncio.sleep(SHARED_SECONDS)
 
     def control(action: str):  # noqa: ANN202 - a route handler
         def handler(detail: Annotated[dict[str, Any], Depends(known_run)]) -> ControlAccepted:
@@ -195,12 +243,12 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
 
     for action in ("stop", "pause", "resume"):
         app.post(f"/api/runs/{{run_id}}/{action}", status_code=202, dependencies=[Depends(control_auth)],
-                 name=f"{action}_run")(control(action))
+                 name=f"{action}_run", responses=_errors(401, 403, 404, 409))(control(action))
 
     registry = CollectorRegistry()
     registry.register(_StoreCollector(store))
 
-    @app.get("/metrics", response_class=Response, dependencies=reads)
+    @app.get("/metrics", response_class=Response, dependencies=reads, responses=read_errors)
     def prometheus() -> Response:
         """Prometheus text format: per-run gauges (queries/s, accuracy, loss, link errors, round trips)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -77,6 +77,8 @@ class Trainer:
         self.config = config
         self.run = run
         self.progress = progress
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.data = load_dataset(config.dataset, config.data_dir)
         self.device_url = resolve_device_url(config.device, self.data.features, config.hidden)
         self.device = open_device(self.device_url)
@@ -139,8 +141,8 @@ class Trainer:
             while self.epoch < self.config.epochs and not self.stop.requested:
                 self._train_epoch()
         except BaseException as err:
-            self.store.set_status(self.run_id, "failed", f"{type(err).__name__}: {err}")
             self.store.log_event(self.run_id, "failed", {"error": f"{type(err).__name__}: {err}"})
+            self.store.set_status(self.run_id, "failed", f"{type(err).__name__}: {err}")
             raise
         finally:
             if in_main:
@@ -149,9 +151,9 @@ class Trainer:
         summary = self.summary(status)
         self.run.write_summary(summary)
         self._record_counters()
-        self.store.set_status(self.run_id, status, self.stop.reason or None)
         self.store.log_event(self.run_id, status, {"test_accuracy": summary["test_accuracy"],
                                                    "epochs": summary["epochs"], "reason": self.stop.reason})
+        self.store.set_status(self.run_id, status, self.stop.reason or None)  # after the event: streams end here
         return summary
 
     def _record_counters(self) -> None:
