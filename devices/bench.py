@@ -8,18 +8,24 @@ leaves the host, shapes the replies and counts queries.
 """
 
 import collections
+import json
+import logging
+import time
 from abc import abstractmethod
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import ValidationError
 
-from devices.errors import DeviceConfigError
+from devices.errors import DeviceConfigError, LinkError
 from devices.info import DeviceInfo, LayerSpec
 from devices.interface import Counters, Device, LayerParams, Perturbation, check_layer_params, check_params
-from devices.messages import SIGN_MINUS, SIGN_PLUS, PerturbedForward, unpack_values
+from devices.messages import SIGN_MINUS, SIGN_PLUS, PerturbedForward, ProtocolError, unpack_values
 
 ParamWrite = tuple[int, int, torch.Tensor]  # layer, index of the array in the layer's spec, values
 InputWrite = tuple[int, torch.Tensor]  # layer, (batch, inputs)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,8 +56,12 @@ class LinkStats:
 class BenchDevice(Device):
     """A device across a link; subclasses open the link and fill in the primitives below."""
 
+    reopen_errors: tuple[type[BaseException], ...] = (LinkError,)
+
     def __init__(self, url: str) -> None:
         self.url = url
+        self.identity = ""
+        self.reconnect_tries = 10
         self.stats = LinkStats()
         self._counters = Counters()
         self._info: DeviceInfo | None = None
@@ -59,6 +69,10 @@ class BenchDevice(Device):
         self._inputs: list[torch.Tensor | None] = []
 
     # ----------------------------------------------------------------- link primitives
+
+    @abstractmethod
+    def _reopen(self) -> str:
+        """Open the link again and handshake; returns the identity the device gives."""
 
     @abstractmethod
     def _send_writes(self, params: list[ParamWrite], inputs: list[InputWrite]) -> None:
@@ -118,6 +132,13 @@ class BenchDevice(Device):
         self._counters.perturbation_batches += 1
         return torch.cat(pluses, dim=1), torch.cat(minuses, dim=1)
 
+    def _describe(self, payload: bytes, what: str) -> DeviceInfo:
+        """Parse the device's INFO JSON; a malformed one is a protocol error naming ``what``."""
+        try:
+            return DeviceInfo.model_validate(json.loads(payload))
+        except (ValidationError, json.JSONDecodeError) as err:
+            raise ProtocolError(f"{self.url}: {what} is not a valid device description: {err}") from None
+
     # ----------------------------------------------------------------- host copy of the device state
 
     def _forget(self) -> None:
@@ -125,6 +146,28 @@ class BenchDevice(Device):
         layers = len(self.info().layers)
         self._params = [{} for _ in range(layers)]
         self._inputs = [None] * layers
+
+    def _reconnect(self, cause: str) -> None:
+        """Reopen with backoff (0.1 s doubling to 5 s), insist on the same device, write its state back."""
+        self.stats.reconnects += 1
+        log.warning("%s: link lost (%s); reconnecting", self.url, cause)
+        self.close()
+        delay = 0.1
+        for _ in range(self.reconnect_tries):
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+            try:
+                identity = self._reopen()
+                break
+            except self.reopen_errors as err:
+                log.info("%s: reopen failed: %s", self.url, err)
+                self.close()
+        else:
+            raise LinkError(f"{self.url}: lost the device ({cause}) and could not reopen it")
+        if identity != self.identity:
+            raise LinkError(f"{self.url}: a different device answered after reconnecting "
+                            f"({identity!r}, was {self.identity!r})")
+        self._restore()
 
     def _restore(self) -> None:
         """Write back everything the device held before it lost it (after a reconnect)."""

@@ -13,7 +13,6 @@ device's HELLO), ``retries`` (resends per request before the link counts as lost
 max_in_flight requests in flight; 0: one at a time).
 """
 
-import json
 import logging
 import select
 import time
@@ -26,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
-from devices.info import DeviceInfo
 from devices.messages import (
     CAP_SEEDED,
     HELLO_REQUEST,
@@ -80,6 +78,8 @@ def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:
 class SerialDevice(BenchDevice):
     """The host side of the protocol: handshake, pipelined requests, retries, reconnects."""
 
+    reopen_errors = (LinkError, _LinkLost)
+
     def __init__(self, url: str) -> None:
         super().__init__(url)
         options = url_options(url)
@@ -95,14 +95,13 @@ class SerialDevice(BenchDevice):
         self.port = self._open_port()
         try:
             self.hello = self._hello()
+            self.identity = self.hello.identity
+            self.reconnect_tries = self.options.reconnects
             if not self.hello.capabilities & CAP_SEEDED:
                 raise CapabilityError(f"{url}: the device does not generate seeded perturbations (protocol v1 "
                                       "requires it)")
             (info_reply,) = self.transact([(MessageType.INFO, b"")])
-            self._info = DeviceInfo.model_validate(json.loads(info_reply.payload))
-        except (ValidationError, json.JSONDecodeError) as err:
-            self.close()
-            raise ProtocolError(f"{url}: INFO reply is not a valid device description: {err}") from None
+            self._info = self._describe(info_reply.payload, "the INFO reply")
         except Exception:
             self.close()
             raise
@@ -245,29 +244,10 @@ class SerialDevice(BenchDevice):
             raise ProtocolError(f"{self.url}: HELLO refused with status {reply.status}")
         return Hello.unpack(reply.payload)
 
-    def _reconnect(self, cause: str) -> None:
-        """Reopen the port with backoff, re-handshake, and write back every parameter and input."""
-        self.stats.reconnects += 1
-        log.warning("%s: link lost (%s); reconnecting", self.url, cause)
-        identity = self.hello.identity
-        self.close()
-        delay = 0.1
-        for _ in range(self.options.reconnects):
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
-            try:
-                self.port = self._open_port()
-                hello = self._hello()
-                break
-            except (LinkError, _LinkLost) as err:
-                log.info("%s: reopen failed: %s", self.url, err)
-                self.close()
-        else:
-            raise LinkError(f"{self.url}: lost the device ({cause}) and could not reopen it")
-        if hello.identity != identity:
-            raise LinkError(f"{self.url}: a different device answered after reconnecting "
-                            f"({hello.identity!r}, was {identity!r})")
-        self._restore()
+    def _reopen(self) -> str:
+        self.port = self._open_port()
+        self.hello = self._hello()
+        return self.hello.identity
 
     def _exchange(self, requests: list[tuple[MessageType, bytes]], window: int, timeout: float) -> list[Frame]:
         """One attempt at a batch of requests over the current port; _LinkLost if the port fails."""

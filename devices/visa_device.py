@@ -11,7 +11,6 @@ Options (URL query): ``backend`` (pyvisa backend, default ``@py`` = pyvisa-py; `
 installed VISA library), ``timeout`` (seconds per reply, 5), ``reconnects`` (10).
 """
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
-from devices.info import DeviceInfo
 from devices.messages import PerturbedForward, ProtocolError, pack_values
 from devices.registry import url_options
 
@@ -55,6 +53,8 @@ class ScpiErrors(LinkError):
 class VisaDevice(BenchDevice):
     """The host side of the SCPI dialect: *IDN? check, binary blocks, error queue, reconnects."""
 
+    reopen_errors = (LinkError, pyvisa.errors.VisaIOError, OSError)
+
     def __init__(self, url: str) -> None:
         super().__init__(url)
         parts = urlsplit(url)
@@ -72,12 +72,10 @@ class VisaDevice(BenchDevice):
         except (OSError, ValueError) as err:
             raise LinkError(f"{url}: cannot load VISA backend {self.options.backend!r}: {err}") from None
         self.resource: pyvisa.resources.MessageBasedResource | None = None
+        self.reconnect_tries = self.options.reconnects
         try:
             self.identity = self._open()
-            self._info = DeviceInfo.model_validate(json.loads(self._retry(lambda: self._query_block("NETW:INFO?"))))
-        except (ValidationError, json.JSONDecodeError) as err:
-            self.close()
-            raise ProtocolError(f"{url}: NETW:INFO? is not a valid device description: {err}") from None
+            self._info = self._describe(self._retry(lambda: self._query_block("NETW:INFO?")), "NETW:INFO?")
         except Exception:
             self.close()
             raise
@@ -184,25 +182,8 @@ class VisaDevice(BenchDevice):
                 self._reconnect(str(err))
         raise AssertionError("unreachable")
 
-    def _reconnect(self, cause: str) -> None:
-        self.stats.reconnects += 1
-        log.warning("%s: link lost (%s); reconnecting", self.url, cause)
-        self.close()
-        delay = 0.1
-        for _ in range(self.options.reconnects):
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
-            try:
-                identity = self._open()
-                break
-            except (LinkError, pyvisa.errors.VisaIOError, OSError) as err:
-                log.info("%s: reopen failed: %s", self.url, err)
-                self.close()
-        else:
-            raise LinkError(f"{self.url}: lost the device ({cause}) and could not reopen it")
-        if identity != self.identity:
-            raise LinkError(f"{self.url}: a different device answered after reconnecting ({identity!r})")
-        self._restore()
+    def _reopen(self) -> str:
+        return self._open()
 
     def _resource(self) -> pyvisa.resources.MessageBasedResource:
         if self.resource is None:

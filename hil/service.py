@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 
 from hil import __version__
-from hil.store import LIVE, Event, RunStore, UnknownRun
+from hil.store import LIVE, Event, Metric, RunStore, UnknownRun
 
 HEALTHY_SECONDS = 60.0  # a live run that wrote nothing for this long is reported stale
 SHARED_SECONDS = 0.5  # status, run list and event polls are shared by all clients for this long
@@ -51,17 +51,8 @@ class RunDetail(RunSummary):
     counters: dict[str, float] = Field(description="latest device and link counters")
 
 
-class MetricRow(BaseModel):
-    id: int
-    step: int
-    epoch: int
-    name: str
-    value: float
-    time: float
-
-
 class MetricsPage(BaseModel):
-    rows: list[MetricRow]
+    rows: list[Metric]
     next: int = Field(description="pass as `since` to get only newer rows")
 
 
@@ -198,7 +189,7 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
                 limit: Annotated[int, Query(ge=1, le=100000)] = 10000) -> MetricsPage:
         """Metrics rows (loss and queries/s per step; accuracies per epoch) newer than ``since``."""
         rows = store.metrics(detail["id"], since, limit)
-        return MetricsPage(rows=[MetricRow(**r.__dict__) for r in rows], next=rows[-1].id if rows else since)
+        return MetricsPage(rows=rows, next=rows[-1].id if rows else since)
 
     json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}
     stream_errors = {code: {**spec, "content": json_error} for code, spec in run_errors.items()}
@@ -206,13 +197,13 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
     @app.get("/api/runs/{run_id}/events", dependencies=reads, response_class=EventSourceResponse,
              responses=stream_errors)
     async def events(detail: Annotated[dict[str, Any], Depends(known_run)], request: Request,
-                     last_event_id: Annotated[int | None, Header(ge=0)] = None) -> AsyncIterator[ServerSentEvent]:
+                     last_event_id: Annotated[int, Header(ge=0)] = 0) -> AsyncIterator[ServerSentEvent]:
         """Server-Sent Events of a run (started, checkpoint, reconnect, paused, finished...), live.
 
         Resumable: a client that reconnects with ``Last-Event-ID`` gets only newer events. The
         stream ends after the event that ends the run.
         """
-        after = last_event_id or 0
+        after = last_event_id
         run_id = detail["id"]
 
         def poll() -> tuple[list[Event], str]:  # one store read per run per interval, whatever the clients

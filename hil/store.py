@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 STORE_NAME = "hil.sqlite"
 LIVE = ("running", "paused")
 ACTIONS = ("stop", "pause", "resume")
@@ -46,8 +48,9 @@ class UnknownRun(KeyError):
     """No run with this id in the store."""
 
 
-@dataclass(frozen=True)
-class Metric:
+class Metric(BaseModel):
+    """One metric value of a run; ``id`` is the cursor clients pass back as ``since``."""
+
     id: int
     step: int
     epoch: int

@@ -2,9 +2,13 @@
 the firmware emulator on a pseudo-terminal, through the same SerialDevice code path."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from hil.config import build_config
+from hil.runs import RunFolder
+from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
 from simulators.serve import Dialect, PtyServer
@@ -15,6 +19,16 @@ CONTRACT_SIM = "sim://crossbar?layers=16,12,10"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--hil-device", metavar="URL", default=None,
                      help="run the device-contract tests against this bench device, e.g. serial:///dev/ttyACM0")
+
+
+def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2) -> tuple[Trainer, dict]:
+    """Train the small digits job used to compare a link with the in-process simulator."""
+    config = build_config({"device": device_url, "epochs": epochs, "batch_size": 64, "directions": 2,
+                           "run_dir": tmp_path / name, "seed": 3})
+    trainer = Trainer(config, RunFolder.create(config), progress=False)
+    summary = trainer.fit()
+    trainer.device.close()
+    return trainer, summary
 
 
 def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary") -> PtyServer:

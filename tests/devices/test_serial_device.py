@@ -15,25 +15,16 @@ from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
 from simulators.serve import serve_tcp
-from tests.conftest import start_emulator
+from tests.conftest import start_emulator, train_through
 
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
 
 
-def _train(tmp_path, name, device_url, epochs=2):
-    config = build_config({"device": device_url, "epochs": epochs, "batch_size": 64, "directions": 2,
-                           "run_dir": tmp_path / name, "seed": 3})
-    trainer = Trainer(config, RunFolder.create(config), progress=False)
-    summary = trainer.fit()
-    trainer.device.close()
-    return trainer, summary
-
-
 def test_training_through_the_pty_equals_training_in_process(tmp_path):
-    local, local_summary = _train(tmp_path, "local", SIM)
+    local, local_summary = train_through(tmp_path, "local", SIM)
     server = start_emulator(SIM)
     try:
-        remote, remote_summary = _train(tmp_path, "remote", f"serial://{server.port}")
+        remote, remote_summary = train_through(tmp_path, "remote", f"serial://{server.port}")
     finally:
         server.stop()
     for a, b in zip(local.model.tensors(), remote.model.tensors()):
@@ -44,7 +35,7 @@ def test_training_through_the_pty_equals_training_in_process(tmp_path):
 
 def test_a_bad_link_and_an_unplug_lose_nothing(tmp_path):
     ideal = "sim://crossbar?layers=64,24,10"
-    clean, _ = _train(tmp_path, "clean", ideal)
+    clean, _ = train_through(tmp_path, "clean", ideal)
     server = start_emulator(ideal, Faults(corrupt=0.01, drop=0.01, disconnect_after=150, seed=1))
     try:
         url = f"serial://{server.port}?timeout=0.3"

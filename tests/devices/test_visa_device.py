@@ -10,12 +10,10 @@ import torch
 
 from devices import DeviceConfigError, DeviceURLError, LinkError, open_device
 from devices.visa_device import ScpiErrors, VisaDevice
-from hil.config import build_config
-from hil.runs import RunFolder
-from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
 from simulators.serve import serve_tcp
+from tests.conftest import train_through
 
 YAML = Path(__file__).with_name("hil_instrument.yaml")
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
@@ -50,19 +48,10 @@ def test_the_driver_refuses_other_instruments(host, message):
         VisaDevice(_yaml_url(host))
 
 
-def _train(tmp_path, name, device_url):
-    config = build_config({"device": device_url, "epochs": 2, "batch_size": 64, "directions": 2,
-                           "run_dir": tmp_path / name, "seed": 3})
-    trainer = Trainer(config, RunFolder.create(config), progress=False)
-    summary = trainer.fit()
-    trainer.device.close()
-    return trainer, summary
-
-
 def test_training_over_visa_equals_training_in_process(tmp_path):
-    local, local_summary = _train(tmp_path, "local", SIM)
+    local, local_summary = train_through(tmp_path, "local", SIM)
     port, _ = _serve(SIM)
-    remote, remote_summary = _train(tmp_path, "visa", f"visa://TCPIP0::127.0.0.1::{port}::SOCKET")
+    remote, remote_summary = train_through(tmp_path, "visa", f"visa://TCPIP0::127.0.0.1::{port}::SOCKET")
     for a, b in zip(local.model.tensors(), remote.model.tensors()):
         assert torch.equal(a, b)
     assert remote_summary["test_accuracy"] == local_summary["test_accuracy"] > 0.5
