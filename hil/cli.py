@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind, text in FAULT_FLAGS:
         emulate.add_argument(f"--{name}", type=kind, default=0, help=text)
 
+    export = sub.add_parser("export", help="write a run's metrics from the run store as CSV",
+                            description="Write every metric row of a run (id, step, epoch, name, value, time) "
+                            "from the runs folder's store as CSV.")
+    export.add_argument("run", help="run id (the run folder's name)")
+    export.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default: runs)")
+    export.add_argument("--csv", type=Path, required=True, help="file to write")
+
     sub.add_parser("devices", help="list serial ports (with USB VID:PID and serial number) and VISA resources")
     return parser
 
@@ -218,6 +225,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from hil.store import STORE_NAME, RunStore, UnknownRun
+
+    if not (args.runs / STORE_NAME).exists():
+        raise ConfigError(f"{str(args.runs)!r} has no run store ({STORE_NAME}); give the folder that holds your runs")
+    store = RunStore.for_runs(args.runs)
+    try:
+        rows = store.export_csv(args.run, args.csv)
+    except UnknownRun:
+        known = ", ".join(r["id"] for r in store.runs()) or "none"
+        raise ConfigError(f"no run {args.run!r} in {str(args.runs)!r} (runs: {known})") from None
+    print(f"wrote {rows} metric rows of {args.run} to {args.csv}", file=sys.stderr)
+    return 0
+
+
 def _devices() -> int:
     import serial.tools.list_ports
 
@@ -257,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             return _devices()
         if args.command == "serve":
             return _serve(args)
+        if args.command == "export":
+            return _export(args)
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

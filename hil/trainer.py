@@ -21,6 +21,7 @@ from hil.model import MonoForward
 from hil.rules import Rule, make_rule
 from hil.runs import RunFolder
 from hil.store import RunStore
+from hil.tensorboard import open_writer
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Trainer:
         self.on_step: Callable[[Trainer], None] | None = None
         self.calibration: dict[str, float] | None = None
         self.store = RunStore.for_runs(run.path.parent)
+        self.tensorboard = open_writer(run.path)
         self.run_id = run.path.name
         self._counters_at = 0.0
         self._reconnects = 0.0
@@ -147,6 +149,8 @@ class Trainer:
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
+            if self.tensorboard is not None:
+                self.tensorboard.flush()
         status = "stopped" if self.stop.requested else "finished"
         summary = self.summary(status)
         self.run.write_summary(summary)
@@ -221,6 +225,8 @@ class Trainer:
             bar.set_postfix(loss=f"{out.loss:.3f}", qps=f"{qps:.0f}")
             self.store.log_metrics(self.run_id, self.train_steps, self.epoch,
                                    {"loss": out.loss, "queries_per_second": qps})
+            if self.tensorboard is not None:
+                self.tensorboard.add_scalar("train/loss", out.loss, self.train_steps)
             if time.monotonic() - self._counters_at > COUNTER_SECONDS:
                 self._record_counters()
             if self.on_step is not None:
@@ -233,9 +239,12 @@ class Trainer:
                "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
         self.history.append(row)
         self.run.log_metrics(row)
-        self.store.log_metrics(self.run_id, self.train_steps, self.epoch + 1,
-                               {k: v for k, v in row.items() if k in ("train_loss", "test_accuracy_final_layer",
-                                                                      "test_accuracy_cumulative", "train_seconds")})
+        epoch_values = {k: v for k, v in row.items() if k in ("train_loss", "test_accuracy_final_layer",
+                                                              "test_accuracy_cumulative", "train_seconds")}
+        self.store.log_metrics(self.run_id, self.train_steps, self.epoch + 1, epoch_values)
+        if self.tensorboard is not None:
+            for name, value in epoch_values.items():
+                self.tensorboard.add_scalar(f"epoch/{name}", value, self.epoch + 1)
         if self.progress:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
                        f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")

@@ -3,6 +3,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from hil.store import RunStore
 
 
@@ -73,3 +75,22 @@ def test_writers_and_readers_on_several_threads(tmp_path):
         t.join()
     assert len(store.metrics("a")) == len(store.metrics("b")) == 200
     assert seen == sorted(seen)  # a reader never sees rows disappear
+
+
+def test_a_trained_run_exports_csv_from_the_cli_and_writes_tensorboard_scalars(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hil.cli import main
+
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 0
+    assert main(["export", "r", "--runs", str(tmp_path), "--csv", str(tmp_path / "r.csv")]) == 0
+    with open(tmp_path / "r.csv") as f:
+        rows = list(csv.DictReader(f))
+    accuracy = [float(r["value"]) for r in rows if r["name"] == "test_accuracy_cumulative"]
+    assert len(accuracy) == 2 and 0 < accuracy[-1] <= 1
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("epoch/test_accuracy_cumulative")] == pytest.approx(accuracy)
+    assert main(["export", "ghost", "--runs", str(tmp_path), "--csv", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'ghost'" in err and "(runs: r)" in err
