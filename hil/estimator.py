@@ -63,7 +63,7 @@ def chunk_losses(
             torch.mul(shift[s], weights[c], out=term)
             total[s].addcmul_(term.exp_(), scale[:, c, None])
     # mean over the batch of the target goodness: base part plus shift times the target's weight
-    target = base_goodness.gather(1, y[:, None]).mean() + torch.einsum("sbk,bk->sk", shift, weights[y]) / len(y)
+    target = base_goodness.gather(1, y[:, None]).mean() + (shift * weights[y]).mean(1)
     losses = total.log_().mean(1) + top.mean() - target
     if not torch.isfinite(losses).all():
         logits = base_goodness.T[:, None, :, None] + weights[:, None, None, :] * shift

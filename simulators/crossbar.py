@@ -300,8 +300,8 @@ class SimulatedCrossbar(Device):
             sums = sums + self.streams.normal("read", "output", tuple(sums.shape), opts.output_noise).to(self._dev)
         if opts.adc_bits:
             sums = quantize(sums, opts.adc_bits, opts.adc_clip)
-        z = sums.sum(-3) * self._info.layers[layer].gain
-        return z + bias.unsqueeze(-2)
+        tiles = sums.squeeze(-3) if sums.shape[-3] == 1 else sums.sum(-3)
+        return torch.add(bias.unsqueeze(-2), tiles, alpha=self._info.layers[layer].gain)
 
     def _dac(self, x: torch.Tensor) -> torch.Tensor:
         return quantize(x, self.options.dac_bits, self.options.dac_clip) if self.options.dac_bits else x
