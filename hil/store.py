@@ -151,14 +151,19 @@ class RunStore:
                        (status, stopped, reason, run_id))
 
     def take_control(self, run_id: str) -> str | None:
-        """The oldest pending control request of a run, marked done; None when there is none."""
-        with self._db() as db:
+        """The oldest pending control request of a run, marked done; None when there is none.
+
+        Called every training step: the common case (nothing pending) is a read, no write lock.
+        """
+        with self._db(write=False) as db:
             row = db.execute("SELECT id, action FROM controls WHERE run_id = ? AND done IS NULL ORDER BY id LIMIT 1",
                              (run_id,)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE controls SET done = ? WHERE id = ?", (time.time(), row["id"]))
-            return str(row["action"])
+        if row is None:
+            return None
+        with self._db() as db:
+            taken = db.execute("UPDATE controls SET done = ? WHERE id = ? AND done IS NULL",
+                               (time.time(), row["id"])).rowcount
+        return str(row["action"]) if taken else None
 
     def mark_dead_runs(self) -> list[str]:
         """Mark live runs of this host whose process is gone as failed; returns their ids."""

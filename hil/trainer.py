@@ -18,16 +18,13 @@ from devices.registry import open_device, url_options
 from hil.config import TrainConfig
 from hil.data import Dataset, DatasetError, load_dataset
 from hil.model import MonoForward
+from hil.recorder import RunRecorder
 from hil.rules import Rule, make_rule
 from hil.runs import RunFolder
-from hil.store import RunStore
-from hil.tensorboard import open_writer
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000
-COUNTER_SECONDS = 1.0  # how often device counters go to the run store
-PAUSE_POLL_SECONDS = 0.2
 
 
 def resolve_device_url(url: str, features: int, hidden: list[int]) -> str:
@@ -100,22 +97,16 @@ class Trainer:
         self.epoch_losses: list[float] = []
         self.on_step: Callable[[Trainer], None] | None = None
         self.calibration: dict[str, float] | None = None
-        self.store = RunStore.for_runs(run.path.parent)
-        self.tensorboard = open_writer(run.path)
-        self.run_id = run.path.name
-        self._counters_at = 0.0
-        self._reconnects = 0.0
+        self.recorder = RunRecorder(run, config.model_dump(mode="json"), self.device_url, self.info.identity,
+                                    config.seed)
         checkpoint = run.load_checkpoint()
-        self.store.start_run(self.run_id, run.path, config.model_dump(mode="json"), self.device_url,
-                             self.info.identity, config.seed)
         if checkpoint is not None:
             self._restore(checkpoint)
-            self.store.log_event(self.run_id, "resumed", {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch})
+            self.recorder.event("resumed", self._where())
         else:
             self.calibration = self.rule.calibrate(self.data.x_train[:config.batch_size].to(config.torch_device),
                                                    self.data.y_train[:config.batch_size].to(config.torch_device))
-            self.store.log_event(self.run_id, "started", {"rule": self.rule.summary(),
-                                                          "calibration": self.calibration})
+            self.recorder.event("started", {"rule": self.rule.summary(), "calibration": self.calibration})
         self.model.clip_(self.info, self.rule.margin())
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -143,51 +134,21 @@ class Trainer:
             while self.epoch < self.config.epochs and not self.stop.requested:
                 self._train_epoch()
         except BaseException as err:
-            self.store.log_event(self.run_id, "failed", {"error": f"{type(err).__name__}: {err}"})
-            self.store.set_status(self.run_id, "failed", f"{type(err).__name__}: {err}")
+            self.recorder.finish("failed", f"{type(err).__name__}: {err}", {"error": f"{type(err).__name__}: {err}"})
             raise
         finally:
             if in_main:
                 signal.signal(signal.SIGINT, previous)
-            if self.tensorboard is not None:
-                self.tensorboard.flush()
         status = "stopped" if self.stop.requested else "finished"
         summary = self.summary(status)
         self.run.write_summary(summary)
-        self._record_counters()
-        self.store.log_event(self.run_id, status, {"test_accuracy": summary["test_accuracy"],
-                                                   "epochs": summary["epochs"], "reason": self.stop.reason})
-        self.store.set_status(self.run_id, status, self.stop.reason or None)  # after the event: streams end here
+        self.recorder.counters(self.device)
+        self.recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
+                                                               "epochs": summary["epochs"], "reason": self.stop.reason})
         return summary
 
-    def _record_counters(self) -> None:
-        """Device counters to the store; a new reconnect becomes an event."""
-        counters = self.device.counters.as_dict()
-        self.store.set_counters(self.run_id, counters)
-        reconnects = counters.get("link_reconnects", 0.0)
-        if reconnects > self._reconnects:
-            self.store.log_event(self.run_id, "reconnect", {"reconnects": reconnects})
-        self._reconnects = reconnects
-        self._counters_at = time.monotonic()
-
-    def _obey_controls(self) -> None:
-        """Act on stop, pause and resume requests from the service (at a step boundary)."""
-        action = self.store.take_control(self.run_id)
-        if action == "stop":
-            self.stop.request("stopped from the service")
-        elif action == "pause":
-            self.store.set_status(self.run_id, "paused")
-            self.store.log_event(self.run_id, "paused", {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch})
-            log.warning("paused from the service; waiting for resume or stop")
-            while not self.stop.requested:
-                time.sleep(PAUSE_POLL_SECONDS)
-                action = self.store.take_control(self.run_id)
-                if action == "stop":
-                    self.stop.request("stopped from the service")
-                elif action == "resume":
-                    break
-            self.store.set_status(self.run_id, "running")
-            self.store.log_event(self.run_id, "resumed", {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch})
+    def _where(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.stop.request("interrupted")
@@ -204,8 +165,7 @@ class Trainer:
             if self.stop.requested:
                 bar.close()
                 self._save()
-                self.store.log_event(self.run_id, "checkpoint", {"epoch": self.epoch, "path": str(self.run.path),
-                                                                 "step_in_epoch": self.step_in_epoch})
+                self.recorder.event("checkpoint", {**self._where(), "path": str(self.run.path)})
                 return
             idx = order[self.step_in_epoch * cfg.batch_size:(self.step_in_epoch + 1) * cfg.batch_size]
             x = self.data.x_train[idx].to(cfg.torch_device)
@@ -223,15 +183,11 @@ class Trainer:
             bar.update()
             qps = self.train_queries / max(self.train_seconds, 1e-9)
             bar.set_postfix(loss=f"{out.loss:.3f}", qps=f"{qps:.0f}")
-            self.store.log_metrics(self.run_id, self.train_steps, self.epoch,
-                                   {"loss": out.loss, "queries_per_second": qps})
-            if self.tensorboard is not None:
-                self.tensorboard.add_scalar("train/loss", out.loss, self.train_steps)
-            if time.monotonic() - self._counters_at > COUNTER_SECONDS:
-                self._record_counters()
+            self.recorder.step(self.train_steps, self.epoch, out.loss, qps, self.device)
             if self.on_step is not None:
                 self.on_step(self)
-            self._obey_controls()
+            if self.recorder.control(self._where(), lambda: self.stop.requested) == "stop":
+                self.stop.request("stopped from the service")
         bar.close()
         ev = self.evaluate()
         row = {"epoch": self.epoch + 1, "train_loss": sum(self.epoch_losses) / max(len(self.epoch_losses), 1),
@@ -239,12 +195,8 @@ class Trainer:
                "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
         self.history.append(row)
         self.run.log_metrics(row)
-        epoch_values = {k: v for k, v in row.items() if k in ("train_loss", "test_accuracy_final_layer",
-                                                              "test_accuracy_cumulative", "train_seconds")}
-        self.store.log_metrics(self.run_id, self.train_steps, self.epoch + 1, epoch_values)
-        if self.tensorboard is not None:
-            for name, value in epoch_values.items():
-                self.tensorboard.add_scalar(f"epoch/{name}", value, self.epoch + 1)
+        self.recorder.epoch(self.train_steps, self.epoch + 1, {k: v for k, v in row.items() if k in (
+            "train_loss", "test_accuracy_final_layer", "test_accuracy_cumulative", "train_seconds")})
         if self.progress:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
                        f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
@@ -253,7 +205,7 @@ class Trainer:
         self.epoch_losses = []
         self.scheduler.step()
         self._save()
-        self.store.log_event(self.run_id, "checkpoint", {"epoch": self.epoch, "path": str(self.run.path)})
+        self.recorder.event("checkpoint", {"epoch": self.epoch, "path": str(self.run.path)})
 
     def evaluate(self) -> Evaluation:
         """Test accuracy of the final layer's and the cumulative goodness."""

@@ -102,7 +102,8 @@ def test_pause_resume_and_stop_reach_the_trainer_at_a_step_boundary(tmp_path, cl
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     kinds = [json.loads(line[6:])["kind"] for line in client.get("/api/runs/run/events", headers=AUTH).text.splitlines()
              if line.startswith("data: ")]
-    assert kinds[:3] == ["started", "paused", "resumed"] and kinds[-2:] == ["checkpoint", "stopped"]
+    assert kinds[0] == "started" and kinds[-2:] == ["checkpoint", "stopped"]
+    assert [k for k in kinds if k in ("paused", "resumed")] == ["paused", "resumed"]
     assert client.post("/api/runs/run/stop", headers=AUTH).status_code == 409
 
 
