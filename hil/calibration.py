@@ -37,7 +37,7 @@ class Calibration:
 
 
 def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Tensor,
-               directions: int, distribution: str) -> Calibration:
+               directions: list[int], distribution: str) -> Calibration:
     """Measure the floors on batch ``(x, y)`` and return the step to use (logged at INFO)."""
     info = device.info()
     declared = max((max(3 * p.write_noise, 2 * p.resolution) for spec in info.layers for p in spec.params),
@@ -55,7 +55,7 @@ def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Ten
         measured = 0.0
         if noise > 0:
             for i, m in enumerate(model.projections):
-                seeds = tuple(range(1, directions + 1))
+                seeds = tuple(range(1, directions[i] + 1))
                 plus, minus = device.perturbed_pairs(i, params[i], inputs[i],
                                                      Perturbation(seeds, trial, distribution))  # type: ignore[arg-type]
                 change = (goodness_loss(plus @ m.T, y) - goodness_loss(minus @ m.T, y)).abs().median().item()

@@ -36,7 +36,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("lr", float, "learning rate"),
     ("optimizer", str, "adam or sgd (momentum)"),
     ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
-    ("directions", int, "P, perturbation directions per layer and step"),
+    ("directions", str, "P, perturbation directions per layer and step, or one P per layer: 8,4"),
     ("distribution", str, "rademacher, gaussian or sphere"),
     ("combine", str, "mean, or projection onto the span of the directions"),
     ("eps", float, "perturbation step in parameter units"),

@@ -36,7 +36,9 @@ class TrainConfig(BaseModel):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals the rate to 0 over `epochs`"
     )
-    directions: int = Field(4, gt=0, description="P: directions per step and layer")
+    directions: int | list[int] = Field(
+        4, description="P: directions per step and layer, or one P per layer (a budget), e.g. 8,4,2"
+    )
     distribution: Distribution = "rademacher"
     combine: Literal["mean", "projection"] = "mean"
     eps: float | Literal["auto"] = Field(
@@ -49,6 +51,33 @@ class TrainConfig(BaseModel):
     run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
     torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: torch's choice (all cores)")
+
+    @field_validator("directions", mode="before")
+    @classmethod
+    def _split_directions(cls, v: object) -> object:
+        if isinstance(v, str):
+            try:
+                values = [int(p) for p in v.split(",")]
+            except ValueError:
+                raise ValueError(f"directions must be a number or numbers separated by commas, got {v!r}") from None
+            return values[0] if len(values) == 1 else values
+        return v
+
+    @field_validator("directions")
+    @classmethod
+    def _directions_positive(cls, v: int | list[int]) -> int | list[int]:
+        if min(v if isinstance(v, list) else [v], default=0) < 1:
+            raise ValueError("every directions count must be at least 1")
+        return v
+
+    def directions_per_layer(self, layers: int) -> list[int]:
+        """P for each of ``layers`` layers; a list must name one P per layer."""
+        if isinstance(self.directions, int):
+            return [self.directions] * layers
+        if len(self.directions) != layers:
+            raise ConfigError(f"config field 'directions': {len(self.directions)} values for a device with "
+                              f"{layers} layers; give one P per layer or a single P")
+        return list(self.directions)
 
     @field_validator("eps")
     @classmethod

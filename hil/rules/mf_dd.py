@@ -4,8 +4,11 @@ from typing import Any
 
 import torch
 
+from devices.interface import Device
 from hil.calibration import choose_eps
+from hil.config import TrainConfig
 from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad, goodness_loss
+from hil.model import MonoForward
 from hil.rules.base import Rule, StepOutput, step_seeds
 
 
@@ -15,12 +18,16 @@ class MonoForwardDD(Rule):
     name = "mf-dd"
     eps: float = 0.0
 
+    def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
+        super().__init__(device, model, config)
+        self.directions = config.directions_per_layer(len(self.info.layers))
+
     def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
         """Fix eps: the configured value, or one chosen above the device's measured noise."""
         if self.config.eps != "auto":
             self.eps = self.config.eps
             return None
-        result = choose_eps(self.device, self.model, x, y, self.config.directions, self.config.distribution)
+        result = choose_eps(self.device, self.model, x, y, self.directions, self.config.distribution)
         self.eps = result.eps
         return result.as_dict()
 
@@ -34,7 +41,7 @@ class MonoForwardDD(Rule):
         with torch.no_grad():
             for i, spec in enumerate(self.info.layers):
                 m = self.model.projections[i].detach()
-                seeds = step_seeds(cfg.seed, step, i, cfg.directions)
+                seeds = step_seeds(cfg.seed, step, i, self.directions[i])
                 grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], m, y,
                                        seeds, self.eps, cfg.distribution, cfg.combine)
                 for name, g in grads.items():
@@ -42,7 +49,7 @@ class MonoForwardDD(Rule):
                 if cfg.m_update == "exact":
                     m_grad = exact_projection_grad(acts[i], m, y)
                 else:
-                    m_seeds = step_seeds(cfg.seed, step, n_layers + i, cfg.directions)
+                    m_seeds = step_seeds(cfg.seed, step, n_layers + i, self.directions[i])
                     m_grad = estimate_projection(acts[i], m, y, m_seeds, self.eps, cfg.distribution,
                                                  cfg.combine)
                 self.model.projections[i].grad = m_grad
@@ -60,13 +67,13 @@ class MonoForwardDD(Rule):
         return self.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
 
     def summary(self) -> str:
-        p = self.config.directions
         parts = []
-        for i, spec in enumerate(self.info.layers):
+        for p, (i, spec) in zip(self.directions, enumerate(self.info.layers)):
             if spec.spliceable:
                 parts.append(f"layer {i}: {1 + 2 * p} (1 + 2P, chunks spliced)")
             else:
                 parts.append(f"layer {i}: {1 + 2 * p * spec.n_chunks()} (1 + 2P x {spec.n_chunks()} chunks "
                              f"queried one at a time)")
         m_rule = "closed form" if self.config.m_update == "exact" else "DD"
-        return f"mf-dd, P={p}, eps {self.eps:.4g}, M by {m_rule}; queries per layer per step: " + "; ".join(parts)
+        budget = ",".join(map(str, self.directions)) if len(set(self.directions)) > 1 else str(self.directions[0])
+        return f"mf-dd, P={budget}, eps {self.eps:.4g}, M by {m_rule}; queries per layer per step: " + "; ".join(parts)

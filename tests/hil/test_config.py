@@ -40,3 +40,15 @@ def test_bad_files_say_why(tmp_path, text, match):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_directions_take_one_p_or_a_budget_per_layer():
+    assert build_config({"directions": "8,4"}).directions == [8, 4]
+    assert build_config({"directions": "6"}).directions == 6
+    assert build_config({"directions": [2, 1]}).directions_per_layer(2) == [2, 1]
+    assert build_config({"directions": 3}).directions_per_layer(3) == [3, 3, 3]
+    with pytest.raises(ConfigError, match="2 values for a device with 3 layers"):
+        build_config({"directions": [2, 1]}).directions_per_layer(3)
+    for bad, needle in (("0", "at least 1"), ("4,x", "separated by commas")):
+        with pytest.raises(ConfigError, match=needle):
+            build_config({"directions": bad})

@@ -24,6 +24,12 @@ def test_queries_per_step_are_one_plus_two_p_per_layer(tmp_path):
         assert summary["queries_per_step"] == len(hidden) * (1 + 2 * p)
 
 
+def test_a_direction_budget_per_layer_sets_each_layers_queries(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1, directions=[3, 1], hidden=[16, 8])
+    assert "P=3,1" in trainer.rule.summary() and "layer 1: 3 (1 + 2P" in trainer.rule.summary()
+    assert trainer.fit()["queries_per_step"] == (1 + 2 * 3) + (1 + 2 * 1)
+
+
 def test_default_config_trains_digits_past_ninety_percent(tmp_path):
     config = build_config({"run_dir": tmp_path / "run", "epochs": 12})
     summary = Trainer(config, RunFolder.create(config), progress=False).fit()
