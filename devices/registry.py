@@ -7,12 +7,16 @@ call :func:`register` directly.
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ValidationError
 
 from devices.errors import DeviceURLError
 from devices.interface import Device
 
 Opener = Callable[[str], Device]
+M = TypeVar("M", bound=BaseModel)
 _openers: dict[str, Opener] = {}
 
 
@@ -37,6 +41,19 @@ def open_device(url: str) -> Device:
             raise DeviceURLError(f"unknown device scheme {scheme!r} in {url!r}; use one of {schemes()}")
         _openers[scheme] = found[0].load()
     return _openers[scheme](url)
+
+
+def parse_options(url: str, model: type[M], values: dict[str, Any] | None = None,
+                  also: tuple[str, ...] = ()) -> M:
+    """A URL's options (or ``values`` built from them) as ``model``; a bad one is a
+    :class:`DeviceURLError` naming it and listing the valid options (``also`` adds names)."""
+    try:
+        return model(**(url_options(url) if values is None else values))
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        valid = ", ".join([*also, *model.model_fields])
+        raise DeviceURLError(f"{url!r}: option {field!r}: {first['msg']} (options: {valid})") from None
 
 
 def url_options(url: str) -> dict[str, str]:

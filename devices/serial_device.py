@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import serial
 import serial.tools.list_ports
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
@@ -39,7 +39,7 @@ from devices.messages import (
     pack_values,
     unpack_error,
 )
-from devices.registry import url_options
+from devices.registry import parse_options
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,7 @@ class SerialDevice(BenchDevice):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        options = url_options(url)
-        try:
-            self.options = SerialOptions(**options)
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise DeviceURLError(f"{url!r}: option {first['loc'][0]!r}: {first['msg']} "
-                                 f"(options: {', '.join(SerialOptions.model_fields)})") from None
+        self.options = parse_options(url, SerialOptions)
         self._next_id = 0
         self._fd: int | None = None
         self._decoder = FrameDecoder()

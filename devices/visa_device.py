@@ -18,12 +18,12 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 import pyvisa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
 from devices.messages import PerturbedForward, ProtocolError, pack_values
-from devices.registry import url_options
+from devices.registry import parse_options
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,7 @@ class VisaDevice(BenchDevice):
         self.resource_name = parts.netloc + parts.path
         if not self.resource_name:
             raise DeviceURLError(f"{url!r} names no VISA resource; e.g. visa://TCPIP0::127.0.0.1::5025::SOCKET")
-        try:
-            self.options = VisaOptions(**url_options(url))
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise DeviceURLError(f"{url!r}: option {first['loc'][0]!r}: {first['msg']} "
-                                 f"(options: {', '.join(VisaOptions.model_fields)})") from None
+        self.options = parse_options(url, VisaOptions)
         try:
             self._manager = pyvisa.ResourceManager(self.options.backend)
         except (OSError, ValueError) as err:

@@ -63,6 +63,21 @@ class Faults(BaseModel):
     seed: int = Field(0, description="seed of the fault dice")
 
 
+class ErrorQueue(collections.deque):
+    """The device's error queue, ``SYST:ERR?`` semantics: oldest first; when full, the newest
+    entry becomes ``-350 Queue overflow``."""
+
+    def push(self, code: int, text: str) -> None:
+        if len(self) >= ERROR_QUEUE:
+            self[-1] = (-350, "Queue overflow")
+        else:
+            self.append((code, text))
+
+    def take(self) -> tuple[int, str]:
+        """The oldest error, removed; ``0, No error`` when empty."""
+        return self.popleft() if self else (0, "No error")
+
+
 class _Buffer:
     """A staging buffer and which of its elements have been written."""
 
@@ -100,7 +115,7 @@ class Firmware:
         """Power-up state: nothing staged, empty error queue and reply cache (the array keeps its cells)."""
         self.params: list[dict[str, _Buffer]] = [{} for _ in self.info.layers]
         self.inputs: list[_Buffer | None] = [None] * len(self.info.layers)
-        self.errors: collections.deque[tuple[int, str]] = collections.deque()
+        self.errors = ErrorQueue()
         self.cache: collections.OrderedDict[int, tuple[int, int, Frame]] = collections.OrderedDict()
 
     def handle(self, request: Frame) -> Frame:
@@ -115,19 +130,13 @@ class Firmware:
             status, payload = Status.OK, self._execute(request)
         except ProtocolError as err:
             status, payload = err.status, b""
-            self._push_error(int(err.status), str(err))
+            self.errors.push(int(err.status), str(err))
         reply = Frame(request.type | REPLY_BIT, request.request_id, payload, int(status))
         self.cache[request.request_id] = (request.type, crc, reply)
         self.cache.move_to_end(request.request_id)
         while len(self.cache) > 2 * MAX_IN_FLIGHT:
             self.cache.popitem(last=False)
         return reply
-
-    def _push_error(self, code: int, text: str) -> None:
-        if len(self.errors) >= ERROR_QUEUE:
-            self.errors[-1] = (-350, "Queue overflow")
-        else:
-            self.errors.append((code, text))
 
     def _execute(self, request: Frame) -> bytes:
         try:
@@ -212,7 +221,7 @@ class Firmware:
                             self.frames_received, self.frames_rejected, self.replies_resent).pack()
 
     def _on_error(self, payload: bytes) -> bytes:
-        return pack_error(*self.errors.popleft()) if self.errors else pack_error(0, "No error")
+        return pack_error(*self.errors.take())
 
     def _on_reset(self, payload: bytes) -> bytes:
         self.reboot()

@@ -2,11 +2,9 @@
 
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
-
 from devices.errors import DeviceURLError
 from devices.interface import Device
-from devices.registry import url_options
+from devices.registry import parse_options, url_options
 from simulators.crossbar import CrossbarOptions, SimulatedCrossbar
 from simulators.photonic import PhotonicOptions, SimulatedPhotonicMesh
 from simulators.presets import preset_options
@@ -29,15 +27,7 @@ def open_sim(url: str) -> Device:
         values = {**preset_options(kind, preset), **given}
     except KeyError as err:
         raise DeviceURLError(f"{url!r}: {err.args[0]}") from None
-    try:
-        options = options_cls(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        valid = ", ".join(["preset", *options_cls.model_fields])
-        raise DeviceURLError(
-            f"{url!r}: option {field!r}: {first['msg']} (options of sim://{kind}: {valid})"
-        ) from None
+    options = parse_options(url, options_cls, values, also=("preset",))
     try:
         return device_cls(options, preset)  # type: ignore[call-arg]
     except ValueError as err:

@@ -5,7 +5,6 @@ from a byte stream and runs each through the same :class:`~simulators.emulator.F
 binary protocol uses, so both dialects measure identically.
 """
 
-import collections
 import struct
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from devices.messages import (
     Status,
 )
 from devices.scpi import SCPI_ERRORS, STATUS_TO_SCPI, definite_block, mnemonic_matches
-from simulators.emulator import ERROR_QUEUE, Firmware
+from simulators.emulator import ErrorQueue, Firmware
 
 DISTRIBUTION_NAMES = {"RAD": "rademacher", "GAUS": "gaussian", "SPH": "sphere"}
 
@@ -49,7 +48,7 @@ class ScpiLink:
         self.firmware = firmware
         self.disconnect_after = disconnect_after
         self.handled = 0
-        self.errors: collections.deque[tuple[int, str]] = collections.deque()
+        self.errors = ErrorQueue()
         self._buffer = bytearray()
         self._next_id = 0
         self.commands: list[tuple[tuple[str, ...], Callable[[list[str], bytes | None], bytes | None]]] = [
@@ -113,7 +112,7 @@ class ScpiLink:
 
     def _drop_line(self, code: int, detail: str) -> tuple[str, bytes | None] | None:
         """Discard up to the next newline after a malformed block; queue the error."""
-        self._push(code, str(ScpiError(code, detail)))
+        self.errors.push(code, str(ScpiError(code, detail)))
         newline = self._buffer.find(b"\n", self._buffer.find(b"#"))
         if newline < 0:
             self._buffer.clear()
@@ -131,7 +130,7 @@ class ScpiLink:
             handler = self._find(header)
             return handler(args, block)
         except ScpiError as err:
-            self._push(err.code, str(err))
+            self.errors.push(err.code, str(err))
             return b"#10" if query and header.upper() not in ("*IDN?", "SYST:ERR?") else None
 
     def _find(self, header: str) -> Callable[[list[str], bytes | None], bytes | None]:
@@ -140,12 +139,6 @@ class ScpiLink:
             if len(parts) == len(mnemonics) and all(mnemonic_matches(p, m) for p, m in zip(parts, mnemonics)):
                 return handler
         raise ScpiError(-113, f"no command {header!r}")
-
-    def _push(self, code: int, text: str) -> None:
-        if len(self.errors) >= ERROR_QUEUE:
-            self.errors[-1] = (-350, SCPI_ERRORS[-350])
-        else:
-            self.errors.append((code, text.replace('"', "'")))
 
     def _firmware(self, kind: MessageType, payload: bytes = b"") -> bytes:
         """Run one binary-protocol request through the firmware; a refusal becomes a SCPI error."""
@@ -169,8 +162,8 @@ class ScpiLink:
         self.errors.clear()
 
     def _error(self, args: list[str], block: bytes | None) -> bytes:
-        code, text = self.errors.popleft() if self.errors else (0, "No error")
-        return f'{code},"{text}"'.encode()
+        code, text = self.errors.take()
+        return f'{code},"{text.replace(chr(34), chr(39))}"'.encode()
 
     def _info(self, args: list[str], block: bytes | None) -> bytes:
         return definite_block(self._firmware(MessageType.INFO))
