@@ -129,6 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--csv", type=Path, required=True, help="file to write")
 
     sub.add_parser("devices", help="list serial ports (with USB VID:PID and serial number) and VISA resources")
+
+    firmware = sub.add_parser(
+        "firmware",
+        help="build the reference C firmware and run it on an emulated Cortex-M3",
+        description="The reference firmware in firmware/ (see firmware/README.md). `build` compiles the image "
+        "for QEMU's mps2-an385 board (needs gcc-arm-none-eabi and libnewlib-arm-none-eabi); `run-qemu` boots it "
+        "with the board's UART on a pseudo-terminal and prints the path (train with --device serial://PATH).",
+    )
+    action = firmware.add_subparsers(dest="action", required=True)
+    action.add_parser("build", help="compile the QEMU image (make -C firmware qemu)")
+    run_qemu = action.add_parser("run-qemu", help="boot the image in qemu-system-arm, UART on a pty")
+    run_qemu.add_argument("--image", type=Path, help="firmware ELF (default: the one `hil firmware build` makes)")
+    run_qemu.add_argument("--link", type=Path, help="also make this stable symlink to the pty")
+    run_qemu.add_argument("--build", action="store_true", help="build the image first")
     return parser
 
 
@@ -266,6 +280,27 @@ def _devices() -> int:
     return 0
 
 
+def _firmware(args: argparse.Namespace) -> int:
+    from simulators.qemu import DEFAULT_IMAGE, QemuFirmware, build_firmware
+
+    if args.action == "build" or args.build:
+        image = build_firmware("qemu")
+        print(f"built {image}", file=sys.stderr)
+        if args.action == "build":
+            return 0
+    qemu = QemuFirmware(args.image or DEFAULT_IMAGE, args.link)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        qemu.start()
+        print(qemu.port, flush=True)
+        print(f"train with: hil train --device serial://{qemu.port}   (Ctrl-C stops)", file=sys.stderr)
+        return qemu.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        qemu.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
@@ -281,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "firmware":
+            return _firmware(args)
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 """``--hil-device URL`` runs the device-contract tests against real hardware; without it they use
 the firmware emulator on a pseudo-terminal, through the same SerialDevice code path."""
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from hil.config import build_config
 from hil.runs import RunFolder
 from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
+from simulators.qemu import QEMU, QemuFirmware, build_firmware
 from simulators.registry import open_sim
 from simulators.serve import Dialect, PtyServer
 
@@ -36,14 +39,45 @@ def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, di
     return PtyServer(Firmware(open_sim(sim_url)), faults, dialect=dialect).start()
 
 
-@pytest.fixture(params=["serial", "visa"])
+FIRMWARE_TOOLS = ("make", "arm-none-eabi-gcc", QEMU)
+
+
+@pytest.fixture(scope="session")
+def firmware_image() -> Path:
+    """The reference firmware built for QEMU (once per session).
+
+    Without the toolchain the firmware tests are skipped, except where HIL_REQUIRE_FIRMWARE is set
+    (CI installs the toolchain and sets it, so there they fail instead).
+    """
+    missing = [tool for tool in FIRMWARE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        message = (f"{', '.join(missing)} not found: apt-get install make gcc-arm-none-eabi "
+                   "libnewlib-arm-none-eabi qemu-system-arm")
+        if os.environ.get("HIL_REQUIRE_FIRMWARE"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return build_firmware("qemu")
+
+
+@pytest.fixture
+def qemu_firmware(firmware_image: Path) -> Iterator[QemuFirmware]:
+    """The reference firmware booted on QEMU, its UART on a pty."""
+    with QemuFirmware(firmware_image) as qemu:
+        yield qemu
+
+
+@pytest.fixture(params=["serial", "visa", "firmware"])
 def contract_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bench device under test: ``--hil-device``, or an emulator on a pty in each dialect."""
+    """The bench device under test: ``--hil-device``, or else an emulator on a pty in each dialect
+    and the reference C firmware on QEMU."""
     given = request.config.getoption("--hil-device")
     if given:
         if not given.startswith(request.param):
             pytest.skip(f"--hil-device {given} is not a {request.param} URL")
         yield given
+        return
+    if request.param == "firmware":
+        yield f"serial://{request.getfixturevalue('qemu_firmware').port}"
         return
     server = start_emulator(dialect="scpi" if request.param == "visa" else "binary")
     try:

@@ -37,3 +37,10 @@ def test_serial_options_and_emulator_faults_are_documented():
     assert all(f"| `{name}` |" in README for name in SerialOptions.model_fields)
     assert all(f"`{name}`" in README for name in VisaOptions.model_fields)
     assert all(f"--{name}" in README for name, _, _ in FAULT_FLAGS)
+
+
+def test_readme_installs_the_debian_packages_ci_installs():
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text()
+    (line,) = [row for row in ci.splitlines() if row.startswith("packages=")]
+    test_command = next(row for row in README.splitlines() if row.startswith("apt-get install") and "pytest" in row)
+    assert all(package in test_command for package in line.split("=", 1)[1].strip('"').split())
