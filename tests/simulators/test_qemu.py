@@ -11,9 +11,6 @@ from devices import DeviceConfigError, Perturbation, open_device
 from devices.codec import Frame, FrameDecoder, encode_frame
 from devices.directions import directions
 from devices.messages import MessageType, Status
-from hil.config import build_config
-from hil.runs import RunFolder
-from hil.trainer import Trainer
 
 
 @pytest.fixture
@@ -135,14 +132,16 @@ def test_hil_firmware_run_qemu_prints_a_port_that_trains(firmware_image, tmp_pat
 
 
 def test_trains_digits_through_the_firmware_to_090(qemu_firmware, tmp_path):
-    """Firmware in the loop: hil train over the pty to the C firmware on the emulated Cortex-M3.
+    """Firmware in the loop: `hil train` over the pty to the C firmware on the emulated Cortex-M3.
 
     The emulated UART moves about 20 KB/s towards the board, so this is the slowest test (about 5 min)."""
-    config = build_config({"device": f"serial://{qemu_firmware.port}", "epochs": 4, "batch_size": 64,
-                           "lr": 0.05, "lr_schedule": "cosine", "seed": 0, "run_dir": tmp_path / "fw"})
-    trainer = Trainer(config, RunFolder.create(config), progress=False)
-    summary = trainer.fit()
-    trainer.device.close()
-    print(json.dumps({k: summary[k] for k in ("test_accuracy", "train_seconds", "device_queries")}))
+    done = subprocess.run([sys.executable, "-m", "hil.cli", "train", "--device", f"serial://{qemu_firmware.port}",
+                           "--epochs", "4", "--lr", "0.05", "--lr-schedule", "cosine", "--seed", "0",
+                           "--run-dir", str(tmp_path / "fw"), "--json", "--no-progress"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    print({k: summary[k] for k in ("test_accuracy", "train_seconds", "device_queries")})
+    assert summary["device_identity"].startswith("hil reference firmware")
     assert summary["test_accuracy"] >= 0.90
     assert summary["device_counters"]["link_resends"] == 0
