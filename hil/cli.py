@@ -30,7 +30,8 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000"),
     ("dataset", str, "digits (bundled), mnist or fashion-mnist"),
     ("data-dir", Path, "folder holding the dataset's IDX files"),
-    ("rule", str, "mf-dd (zeroth-order, the product), mf-ad or bp (simulator-only baselines)"),
+    ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "
+     "mf-ad or bp (simulator-only baselines)"),
     ("epochs", int, "epochs to train (with --resume: the new total)"),
     ("batch-size", int, "samples per step"),
     ("lr", float, "learning rate"),

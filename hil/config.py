@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from devices.directions import Distribution
 
-Rule = Literal["mf-dd", "mf-ad", "bp"]
+Rule = Literal["mf-dd", "mf-ad", "bp", "dfa", "mdfa"]
 Dataset = Literal["digits", "mnist", "fashion-mnist"]
 
 

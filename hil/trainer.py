@@ -108,6 +108,7 @@ class Trainer:
                                                    self.data.y_train[:config.batch_size].to(config.torch_device))
             self.recorder.event("started", {"rule": self.rule.summary(), "calibration": self.calibration})
         self.model.clip_(self.info, self.rule.margin())
+        self.rule.constrain_()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         tensors = self.model.tensors()
@@ -175,6 +176,7 @@ class Trainer:
             out = self.rule.step(x, y, self.epoch * n_steps + self.step_in_epoch)
             self.optimizer.step()
             self.model.clip_(self.info, self.rule.margin())
+            self.rule.constrain_()
             self.train_seconds += time.perf_counter() - started
             self.train_queries += self.device.counters.queries - queries
             self.train_steps += 1
@@ -258,7 +260,7 @@ class Trainer:
         """The run's headline numbers (the ``--json`` line)."""
         last = self.history[-1] if self.history else {}
         final = last.get("test_accuracy_final_layer")
-        cumulative = last.get("test_accuracy_cumulative") if self.config.rule != "bp" else None
+        cumulative = last.get("test_accuracy_cumulative") if self.rule.layer_local else None
         return {
             "status": status,
             "rule": self.config.rule,

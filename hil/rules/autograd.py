@@ -42,6 +42,7 @@ class Backprop(_AutogradRule):
     """End-to-end backprop through every layer to the last layer's projection."""
 
     name = "bp"
+    layer_local = False
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         a = x

@@ -24,6 +24,8 @@ class Rule(ABC):
     """Sets ``.grad`` on every model tensor from one batch; the optimizer does the rest."""
 
     name: str
+    layer_local: bool = True
+    """Every layer has its own goodness (Mono-Forward), so cumulative-goodness prediction applies."""
 
     def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
         self.device = device
@@ -45,6 +47,9 @@ class Rule(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    def constrain_(self) -> None:
+        """Project the model onto the rule's constraints after each optimizer step (default: none)."""
 
     def margin(self) -> float:
         """How far inside its bounds every device parameter is kept (room for perturbations)."""
