@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--no-epoch", action="store_true", help="skip the (minutes long) training epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    image = build_firmware("qemu")
+    image = build_firmware()
     sizes = section_sizes(image)
     memory = {"flash_bytes": sizes[".text"] + sizes.get(".ARM.exidx", 0) + sizes[".data"],
               "ram_bytes": sizes[".data"] + sizes[".bss"] + sizes[".stack"], "sections": sizes}

@@ -285,7 +285,7 @@ def _firmware(args: argparse.Namespace) -> int:
     from simulators.qemu import DEFAULT_IMAGE, QemuFirmware, build_firmware
 
     if args.action == "build" or args.build:
-        image = build_firmware("qemu")
+        image = build_firmware()
         print(f"built {image}", file=sys.stderr)
         if args.action == "build":
             return 0

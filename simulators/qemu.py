@@ -30,18 +30,18 @@ class FirmwareError(DeviceError):
     """The firmware could not be built or booted; the message says what is missing."""
 
 
-def build_firmware(target: str = "qemu") -> Path:
-    """Run ``make -C firmware <target>`` and return the QEMU image; raises with make's output."""
+def build_firmware() -> Path:
+    """Run ``make -C firmware qemu`` and return the image; raises with make's output."""
     if not (FIRMWARE_DIR / "Makefile").exists():
         raise FirmwareError(f"no firmware sources at {FIRMWARE_DIR}: they ship with the hil repository, "
                             "not the wheel; run from a clone")
-    for tool in ("make", "arm-none-eabi-gcc") if target == "qemu" else ("make",):
+    for tool in ("make", "arm-none-eabi-gcc"):
         if shutil.which(tool) is None:
             raise FirmwareError(f"{tool} not found; install it (Debian: apt-get install make gcc-arm-none-eabi "
                                 "libnewlib-arm-none-eabi)")
-    done = subprocess.run(["make", "-C", str(FIRMWARE_DIR), target], capture_output=True, text=True)
+    done = subprocess.run(["make", "-C", str(FIRMWARE_DIR), "qemu"], capture_output=True, text=True)
     if done.returncode:
-        raise FirmwareError(f"make {target} failed:\n{done.stdout}{done.stderr}")
+        raise FirmwareError(f"make qemu failed:\n{done.stdout}{done.stderr}")
     return DEFAULT_IMAGE
 
 

@@ -56,7 +56,7 @@ def firmware_image() -> Path:
         if os.environ.get("HIL_REQUIRE_FIRMWARE"):
             pytest.fail(message)
         pytest.skip(message)
-    return build_firmware("qemu")
+    return build_firmware()
 
 
 @pytest.fixture

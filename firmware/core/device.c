@@ -174,6 +174,13 @@ static void reply_end(void)
     cobs_encoder_finish(&encoder);
 }
 
+/* A reply with no payload: an acknowledgement, or a refusal with its status. */
+static void reply_empty(uint8_t type, uint16_t id, uint16_t status)
+{
+    reply_begin(type, id, status, 0);
+    reply_end();
+}
+
 /* ---- error queue (SYST:ERR? semantics) -------------------------------------------------- */
 
 static void push_error(int32_t code, const char *text)
@@ -448,8 +455,7 @@ static unsigned on_set_params(const uint8_t *p, uint32_t n, uint16_t id)
     }
     if (index == 0)
         layers[l].programmed = false;
-    reply_begin(MSG_SET_PARAMS, id, ST_OK, 0);
-    reply_end();
+    reply_empty(MSG_SET_PARAMS, id, ST_OK);
     return ST_OK;
 }
 
@@ -474,8 +480,7 @@ static unsigned on_set_input(const uint8_t *p, uint32_t n, uint16_t id)
         layers[l].input[offset + k] = to_dac(get_f32(p + 12 + 4 * k));
         written_mark(&layers[l].input_written, offset + k);
     }
-    reply_begin(MSG_SET_INPUT, id, ST_OK, 0);
-    reply_end();
+    reply_empty(MSG_SET_INPUT, id, ST_OK);
     return ST_OK;
 }
 
@@ -657,8 +662,7 @@ static unsigned on_reset(const uint8_t *p, uint32_t n, uint16_t id)
     (void)p;
     (void)n;
     reboot();
-    reply_begin(MSG_RESET, id, ST_OK, 0);
-    reply_end();
+    reply_empty(MSG_RESET, id, ST_OK);
     return ST_OK;
 }
 
@@ -692,8 +696,7 @@ static void handle(uint8_t type, uint16_t id, const uint8_t *payload, uint32_t n
         counters.device_us += (uint32_t)(board_micros() - started);
     if (status != ST_OK) {
         push_error((int32_t)status, failure);
-        reply_begin(type, id, (uint16_t)status, 0);
-        reply_end();
+        reply_empty(type, id, (uint16_t)status);
     }
 }
 
@@ -718,6 +721,14 @@ void hil_device_init(void)
     rx_seen = false;
     memset(&counters, 0, sizeof counters);
     reboot();
+}
+
+void hil_device_poll(void)
+{
+    static uint8_t buf[64];
+    size_t n = board_read(buf, sizeof buf);
+    if (n)
+        hil_device_feed(buf, n);
 }
 
 void hil_device_feed(const uint8_t *data, size_t n)

@@ -43,6 +43,9 @@ class DirectFeedbackAlignment(Rule):
 
     def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
         super().__init__(device, model, config)
+        if any(spec.kind != "dense" for spec in self.info.layers):
+            raise CapabilityError(f"rule {self.name!r} updates dense weight arrays; {config.device!r} has "
+                                  f"{sorted({spec.kind for spec in self.info.layers})} layers. Use mf-dd there.")
         classes = model.projections[-1].shape[0]
         gen = torch.Generator().manual_seed(config.seed + 7919)
         self.feedback = []

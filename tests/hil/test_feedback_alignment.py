@@ -61,6 +61,13 @@ def test_mdfa_refuses_a_relu_device_and_says_how_to_fix_it():
         _setup("mdfa", "relu")
 
 
+def test_dfa_refuses_a_photonic_mesh():
+    device = open_sim("sim://photonic?layers=8,8")
+    model = MonoForward.initialise(device.info(), classes=4, seed=0)
+    with pytest.raises(CapabilityError, match="mf-dd"):
+        make_rule(device, model, build_config({"rule": "dfa", "device": "sim://photonic"}))
+
+
 def test_dfa_trains_digits_past_ninety_percent_with_one_query_per_layer(tmp_path):
     config = build_config({"rule": "dfa", "epochs": 6, "run_dir": tmp_path / "run"})
     summary = Trainer(config, RunFolder.create(config), progress=False).fit()

@@ -70,10 +70,6 @@ int main(void)
     SYST_CVR = 0;
     SYST_CSR = 7u; /* processor clock, interrupt, enable */
     hil_device_init();
-    static uint8_t buf[64];
-    for (;;) {
-        size_t n = board_read(buf, sizeof buf);
-        if (n)
-            hil_device_feed(buf, n);
-    }
+    for (;;)
+        hil_device_poll();
 }

@@ -57,10 +57,6 @@ int main(void)
 {
     tusb_init();
     hil_device_init();
-    static uint8_t buf[64];
-    for (;;) {
-        size_t n = board_read(buf, sizeof buf);
-        if (n)
-            hil_device_feed(buf, n);
-    }
+    for (;;)
+        hil_device_poll();
 }
