@@ -36,7 +36,8 @@ def test_training_through_the_pty_equals_training_in_process(tmp_path):
 def test_a_bad_link_and_an_unplug_lose_nothing(tmp_path):
     ideal = "sim://crossbar?layers=64,24,10"
     clean, _ = train_through(tmp_path, "clean", ideal)
-    server = start_emulator(ideal, Faults(corrupt=0.01, drop=0.01, disconnect_after=150, seed=1))
+    # rates high enough that every kind of fault happens whatever the timing-dependent resends do
+    server = start_emulator(ideal, Faults(corrupt=0.03, drop=0.02, disconnect_after=150, seed=1))
     try:
         url = f"serial://{server.port}?timeout=0.3"
         config = build_config({"device": url, "epochs": 2, "batch_size": 64, "directions": 2,
