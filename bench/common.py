@@ -3,6 +3,7 @@
 import json
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,14 @@ def run_rule(values: dict[str, Any], label: str, keep_trainer: bool = False) -> 
     if keep_trainer:
         result["trainer"] = trainer
     return result
+
+
+def start_emulator(link: Path, *options: str) -> subprocess.Popen:
+    """``hil emulate --pty`` behind the symlink ``link`` (with more emulate options), once it serves."""
+    proc = subprocess.Popen(["hil", "emulate", "--pty", "--link", str(link), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == str(link)
+    return proc
 
 
 def environment() -> dict[str, Any]:

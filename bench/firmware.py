@@ -10,7 +10,6 @@ firmware / emulator (the baseline), measured in the same run.
 """
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,26 +19,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import environment, run_rule, write_results  # noqa: E402
+from common import environment, run_rule, start_emulator, write_results  # noqa: E402
 
 from devices.interface import Perturbation  # noqa: E402
 from devices.messages import SET_PARAMS_HEAD, MessageType, PerturbedForward, pack_values  # noqa: E402
 from devices.registry import open_device  # noqa: E402
 from devices.serial_device import SerialDevice  # noqa: E402
-from simulators.qemu import QemuFirmware, build_firmware  # noqa: E402
-from tests.firmware.test_build import section_sizes  # noqa: E402
+from simulators.qemu import QemuFirmware, build_firmware, image_memory  # noqa: E402
 
 LAYERS = "64,64,64"
 DIRECTIONS = 4
-
-
-def _emulator(link: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(["hil", "emulate", "--pty", "--layers", LAYERS, "--link", str(link)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == str(link)
-    return proc
 
 
 def _rate(device: SerialDevice, requests: list[tuple[MessageType, bytes]], repeat: int) -> float:
@@ -100,12 +90,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     image = build_firmware()
-    sizes = section_sizes(image)
-    memory = {"flash_bytes": sizes[".text"] + sizes.get(".ARM.exidx", 0) + sizes[".data"],
-              "ram_bytes": sizes[".data"] + sizes[".bss"] + sizes[".stack"], "sections": sizes}
+    memory = image_memory(image)
     with tempfile.TemporaryDirectory() as scratch:
         link = Path(scratch) / "emulator"
-        proc = _emulator(link)
+        proc = start_emulator(link, "--layers", LAYERS)
         try:
             emulator = measure(f"serial://{link}", not args.no_epoch)
         finally:

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, write_results  # noqa: E402
+from common import environment, start_emulator, write_results  # noqa: E402
 
 from devices.codec import Frame, encode_frame
 from devices.interface import Perturbation
@@ -34,14 +34,6 @@ from devices.serial_device import SerialDevice
 from simulators.registry import open_sim
 
 DIRECTIONS = 4
-
-
-def _emulator(layers: str, latency_ms: float, link: Path, scpi: bool = False) -> subprocess.Popen:
-    proc = subprocess.Popen(["hil", "emulate", "--pty", "--layers", layers, "--latency", str(latency_ms),
-                             "--link", str(link), *(["--scpi"] if scpi else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None and proc.stdout.readline().strip() == str(link)
-    return proc
 
 
 def _params(device: Any, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -152,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for latency in (0.0, 1.0):
             link = Path(scratch) / f"tty{latency:g}"
-            proc = _emulator(args.layers, latency, link)
+            proc = start_emulator(link, "--layers", args.layers, "--latency", str(latency))
             try:
                 for batch, pipeline in itertools.product(batches, (1, 0)):
                     with SerialDevice(f"serial://{link}?pipeline={pipeline}") as device:

@@ -45,6 +45,21 @@ def build_firmware() -> Path:
     return DEFAULT_IMAGE
 
 
+def image_memory(image: Path) -> dict[str, int]:
+    """Flash and RAM an image needs, in bytes, from ``arm-none-eabi-size -A``.
+
+    Flash holds code, constants and the initial values of data; RAM holds data, bss and the stack.
+    """
+    out = subprocess.run(["arm-none-eabi-size", "-A", str(image)], capture_output=True, text=True, check=True)
+    sizes = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = int(parts[1])
+    return {"flash_bytes": sizes[".text"] + sizes.get(".ARM.exidx", 0) + sizes[".data"],
+            "ram_bytes": sizes[".data"] + sizes[".bss"] + sizes[".stack"]}
+
+
 class QemuFirmware:
     """``qemu-system-arm -machine mps2-an385`` running a firmware image, UART0 on a pty.
 

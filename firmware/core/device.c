@@ -72,10 +72,11 @@ static bool rx_seen; /* bytes arrived since the last delimiter */
 static cobs_encoder encoder;
 static uint32_t tx_crc;
 
-/* Scratch for one measurement: a row's cells, the column sums, a layer's activations. */
+/* Scratch for one measurement: a row's cells, the column sums, one vector's activations. */
 static int16_t row_cells[NET_MAX_WIDTH];
 static int16_t chain[2][NET_MAX_WIDTH];
 static int64_t sums[NET_MAX_WIDTH];
+static float activations[NET_MAX_WIDTH];
 static float direction[NET_MAX_WIDTH + 1];
 static int16_t row_bias[NET_MAX_WIDTH];
 
@@ -502,20 +503,19 @@ static unsigned on_forward(const uint8_t *p, uint32_t n, uint16_t id)
     reply_begin(MSG_FORWARD, id, ST_OK, batch * outputs * 4);
     /* Layer by layer as the reply orders them; deeper layers recompute the ones below per
      * vector, so only one vector's activations are ever held. */
-    static float y[NET_MAX_WIDTH];
     for (unsigned last = 0; last < NET_LAYERS; last++) {
         for (uint32_t b = 0; b < batch; b++) {
             const int16_t *x = &layers[0].input[b * WIDTHS[0]];
             for (unsigned l = 0; l <= last; l++) {
-                read_layer(l, x, layers[l].bias, y);
+                read_layer(l, x, layers[l].bias, activations);
                 if (l < last) {
                     for (unsigned i = 0; i < WIDTHS[l + 1]; i++)
-                        chain[l % 2][i] = to_dac(y[i]);
+                        chain[l % 2][i] = to_dac(activations[i]);
                     x = chain[l % 2];
                 }
             }
             for (unsigned i = 0; i < WIDTHS[last + 1]; i++)
-                tx_f32(y[i]);
+                tx_f32(activations[i]);
         }
     }
     reply_end();
@@ -593,7 +593,6 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
     unsigned n_signs = (signs & SIGN_PLUS ? 1u : 0u) + (signs & SIGN_MINUS ? 1u : 0u);
     program_base(l);
     reply_begin(MSG_PERTURBED_FORWARD, id, ST_OK, n_signs * count * batch * rows * 4);
-    static float y[NET_MAX_WIDTH];
     for (int sign = 1; sign >= -1; sign -= 2) {
         if (!(signs & (sign > 0 ? SIGN_PLUS : SIGN_MINUS)))
             continue;
@@ -606,9 +605,9 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
             }
             counters.param_writes++;
             for (uint32_t b = 0; b < batch; b++) {
-                read_layer(l, &layers[l].input[b * WIDTHS[l]], row_bias, y);
+                read_layer(l, &layers[l].input[b * WIDTHS[l]], row_bias, activations);
                 for (unsigned i = 0; i < rows; i++)
-                    tx_f32(y[i]);
+                    tx_f32(activations[i]);
             }
         }
     }
