@@ -73,9 +73,8 @@ def _directions(
     seeds = torch.tensor(seed_values, dtype=torch.int64, device=device)
     n = chunks * chunk_size
     if distribution == "rademacher":
-        w = words(seeds, (n + 31) // 32)
-        byte_shifts = torch.arange(0, 32, 8, dtype=torch.int64, device=seeds.device)
-        octets = (w.unsqueeze(-1) >> byte_shifts) & 0xFF
+        # the int32 view of each word, read as 4 bytes least significant first (little-endian)
+        octets = words(seeds, (n + 31) // 32).to(torch.int32).view(torch.uint8).to(torch.int64)
         signs = torch.index_select(_sign_table(dtype, seeds.device), 0, octets.reshape(-1))
         v = signs.reshape(len(seeds), -1)[:, :n]
     elif distribution in ("gaussian", "sphere"):

@@ -3,7 +3,7 @@
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Activation = Literal["relu", "tanh", "hardtanh", "identity"]
 
@@ -22,12 +22,56 @@ class ParamSpec(BaseModel):
     write_noise: float = Field(0.0, ge=0.0, description="typical sigma a write adds, in these units")
 
 
+class ConvShape(BaseModel):
+    """Geometry of a conv layer: one array of ``in_channels * kernel**2`` rows (a patch) and
+    ``out_channels`` columns, read once per image position ("same" zero padding, stride 1),
+    then pooled over ``pool`` x ``pool`` windows. Activations are flattened channel-major
+    (channel, row, column), so each output channel owns a contiguous block of outputs.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    in_channels: int = Field(gt=0)
+    out_channels: int = Field(gt=0)
+    height: int = Field(gt=0, description="input image rows")
+    width: int = Field(gt=0, description="input image columns")
+    kernel: int = Field(gt=0, description="odd kernel size (same padding keeps height and width)")
+    pool: int = Field(1, gt=0, description="pooling window and stride (1: none)")
+    pooling: Literal["avg", "max"] = "avg"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ConvShape":
+        if self.kernel % 2 == 0:
+            raise ValueError(f"conv kernel must be odd for same padding, got {self.kernel}")
+        if self.height % self.pool or self.width % self.pool:
+            raise ValueError(f"pool {self.pool} does not divide the {self.height}x{self.width} image")
+        return self
+
+    @property
+    def patch(self) -> int:
+        """Array rows: inputs of one patch."""
+        return self.in_channels * self.kernel**2
+
+    @property
+    def positions(self) -> int:
+        """Patches read per image."""
+        return self.height * self.width
+
+    @property
+    def out_height(self) -> int:
+        return self.height // self.pool
+
+    @property
+    def out_width(self) -> int:
+        return self.width // self.pool
+
+
 class LayerSpec(BaseModel):
     """One layer of the device's network."""
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["dense", "mesh"]
+    kind: Literal["dense", "mesh", "conv"]
     inputs: int = Field(gt=0)
     outputs: int = Field(gt=0)
     activation: Activation
@@ -44,10 +88,27 @@ class LayerSpec(BaseModel):
     chunks: int | None = Field(
         None, gt=0, description="equal parameter chunks; default one per output unit (its row)"
     )
+    conv: ConvShape | None = Field(None, description="geometry of a conv layer (kind conv only)")
+
+    @model_validator(mode="after")
+    def _check_conv(self) -> "LayerSpec":
+        if (self.kind == "conv") != (self.conv is not None):
+            raise ValueError("a conv layer, and only a conv layer, gives its conv geometry")
+        if self.conv is not None:
+            c = self.conv
+            want = (c.in_channels * c.height * c.width, c.out_channels * c.out_height * c.out_width)
+            if (self.inputs, self.outputs) != want or self.n_chunks() != c.out_channels:
+                raise ValueError(f"conv layer: inputs, outputs and chunks must be {want} and "
+                                 f"{c.out_channels} (one chunk per output channel)")
+        return self
 
     def n_chunks(self) -> int:
         """How many chunks the layer's parameters split into."""
         return self.chunks or self.outputs
+
+    def chunk_outputs(self) -> int:
+        """Outputs each chunk owns (a conv channel owns its whole pooled map)."""
+        return self.outputs // self.n_chunks()
 
     def chunk_size(self) -> int:
         """Number of parameters in one chunk (its share of every array)."""

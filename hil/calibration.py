@@ -45,7 +45,7 @@ def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Ten
     params = model.device_params()
     with torch.no_grad():
         repeats = torch.stack([
-            torch.stack([goodness_loss(a @ m.T, y) for a, m in zip(device.forward(params, x), model.projections)])
+            torch.stack([goodness_loss(g, y) for g in model.goodness(device.forward(params, x))])
             for _ in range(REPEATS)
         ])
         noise = float(repeats.std(0).max())
@@ -54,11 +54,12 @@ def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Ten
         trial = max(EPS_START, declared)
         measured = 0.0
         if noise > 0:
-            for i, m in enumerate(model.projections):
+            for i in range(len(model.projections)):
                 seeds = tuple(range(1, directions[i] + 1))
                 plus, minus = device.perturbed_pairs(i, params[i], inputs[i],
                                                      Perturbation(seeds, trial, distribution))  # type: ignore[arg-type]
-                change = (goodness_loss(plus @ m.T, y) - goodness_loss(minus @ m.T, y)).abs().median().item()
+                change = (goodness_loss(model.layer_goodness(i, plus), y)
+                          - goodness_loss(model.layer_goodness(i, minus), y)).abs().median().item()
                 needed = SNR * math.sqrt(2) * noise
                 measured = max(measured, trial * needed / max(change, 1e-12))
     span = min(p.high - p.low for spec in info.layers for p in spec.params)

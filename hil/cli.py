@@ -28,6 +28,9 @@ def _widths(text: str) -> list[int]:
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
     ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000"),
+    ("conv", str, "conv layers of such a device before the hidden ones, e.g. 16c3p2,32c3p2 "
+     "(channels c kernel p pool)"),
+    ("features", int, "features per conv channel that M sees (a fixed random projection of its map)"),
     ("dataset", str, "digits (bundled), mnist or fashion-mnist"),
     ("data-dir", Path, "folder holding the dataset's IDX files"),
     ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "

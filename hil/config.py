@@ -25,6 +25,13 @@ class TrainConfig(BaseModel):
     hidden: list[int] = Field(
         [256, 256], description="widths of a sim:// device whose URL names no layers"
     )
+    conv: str = Field(
+        "", description="conv layers of such a device, before the hidden ones: e.g. 16c3p2,32c3p2 "
+                        "(channels c kernel p pool); empty: an MLP"
+    )
+    features: int = Field(
+        10, gt=0, description="a conv layer's features per channel for M (a fixed random projection)"
+    )
     dataset: Dataset = "digits"
     data_dir: Path | None = Field(None, description="folder with the dataset's files")
     rule: Rule = "mf-dd"

@@ -6,6 +6,8 @@ activations to get that chunk's loss. A chunk changes only its own unit, so this
 chunks one at a time, for 2P queries per layer instead of 2P per chunk.
 """
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -51,35 +53,85 @@ def chunk_losses(
     """Loss of every (setting, chunk) whose goodness moves by ``shift[s,b,k] * weights[:, k]``.
 
     ``base_goodness`` is (B, C), ``shift`` (S, B, K), ``weights`` (C, K); returns (S, K).
-    The log-sum-exp is accumulated class by class on (B, K) slabs, offset by the base
-    goodness' maximum; a shift large enough to overflow that falls back to the fully stable form.
+    The log-sum-exp is offset by the base goodness' maximum; its sum over classes,
+    ``sum_c scale[b,c] exp(shift * weights[c,k])``, comes from :func:`_class_sums`.
     """
     top = base_goodness.amax(1, keepdim=True)
     scale = (base_goodness - top).exp()
-    total = torch.zeros_like(shift)
-    term = torch.empty_like(shift[0])
-    for s in range(shift.shape[0]):  # one (B, K) slab at a time stays in cache
-        for c in range(base_goodness.shape[1]):
-            torch.mul(shift[s], weights[c], out=term)
-            total[s].addcmul_(term.exp_(), scale[:, c, None])
     # mean over the batch of the target goodness: base part plus shift times the target's weight
     target = base_goodness.gather(1, y[:, None]).mean() + (shift * weights[y]).mean(1)
-    losses = total.log_().mean(1) + top.mean() - target
+    losses = _class_sums(scale, shift, weights).log_().mean(1) + top.mean() - target
     if not torch.isfinite(losses).all():
         logits = base_goodness.T[:, None, :, None] + weights[:, None, None, :] * shift
         losses = torch.logsumexp(logits, 0).mean(1) - target
     return losses
 
 
-def spliced_losses(
-    base_act: torch.Tensor, perturbed: torch.Tensor, projection: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """Loss of every chunk with only that chunk's unit taken from ``perturbed``.
+def series_order(reach: float, tolerance: float = 2.0**-24) -> int | None:
+    """Terms of the exponential series needed for |x| <= ``reach`` to ``tolerance`` relative.
 
-    ``base_act`` is (B, K), ``perturbed`` (S, B, K); returns (S, K). Replacing unit k moves the
-    goodness by ``(perturbed_k - base_k) M[:, k]``.
+    The remainder after order J is below ``reach^(J+1) e^reach / (J+1)!`` of ``sum_c scale_c``
+    and the sum itself is at least ``e^-reach`` of it. None when more than 16 terms are needed.
     """
-    return chunk_losses(base_act @ projection.T, perturbed - base_act, projection, y)
+    if reach > 4:  # beyond any 16-term series; also keeps exp() below overflow
+        return None
+    for order in range(17):
+        if reach ** (order + 1) * math.exp(2 * reach) / math.factorial(order + 1) <= tolerance:
+            return order
+    return None
+
+
+def _class_sums(scale: torch.Tensor, shift: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_c scale[b,c] exp(shift[s,b,k] * weights[c,k])``, shaped like ``shift``.
+
+    Shifts are small (perturbation-sized), so the exponential's power series, summed over the
+    classes first (``coef_j = scale @ weights^j / j!``, one small product per order), is exact
+    to float32 rounding with a few terms and costs one Horner step per order per (B, K) slab
+    instead of an exp per class. Larger shifts sum the exponentials class by class.
+    """
+    reach = max(-float(shift.min()), float(shift.max())) * float(weights.abs().amax())
+    order = series_order(reach)
+    total = torch.empty_like(shift)
+    if order is None:
+        term = torch.empty_like(shift[0])
+        total.zero_()
+        for s in range(shift.shape[0]):  # one (B, K) slab at a time stays in cache
+            for c in range(weights.shape[0]):
+                torch.mul(shift[s], weights[c], out=term)
+                total[s].addcmul_(term.exp_(), scale[:, c, None])
+        return total
+    coef = [scale @ weights.pow(j).div_(math.factorial(j)) for j in range(order + 1)]
+    spare = torch.empty_like(shift[0])
+    for s in range(shift.shape[0]):
+        # Horner: acc = coef_J; acc = coef_j + acc * shift, ending in total[s]
+        acc, nxt = (total[s], spare) if order % 2 == 0 else (spare, total[s])
+        acc.copy_(coef[order])
+        for j in range(order - 1, -1, -1):
+            torch.addcmul(coef[j], acc, shift[s], out=nxt)
+            acc, nxt = nxt, acc
+    return total
+
+
+def spliced_losses(
+    base_feat: torch.Tensor, perturbed: torch.Tensor, projection: torch.Tensor, y: torch.Tensor, chunks: int
+) -> torch.Tensor:
+    """Loss of every chunk with only that chunk's features taken from ``perturbed``.
+
+    ``base_feat`` is (B, F), ``perturbed`` (S, B, F), with each of the ``chunks`` chunks owning
+    F / chunks consecutive features; returns (S, chunks). Replacing chunk k's features moves the
+    goodness by ``(perturbed_k - base_k) M[:, k]^T``: a scalar times a column of M when a chunk
+    owns one feature (a dense unit), a small product per chunk otherwise (a conv channel).
+    """
+    goodness = base_feat @ projection.T
+    shift = perturbed - base_feat
+    per = base_feat.shape[-1] // chunks
+    if per == 1:
+        return chunk_losses(goodness, shift, projection, y)
+    moved = torch.einsum("sbkj,ckj->sbkc", shift.reshape(*shift.shape[:2], chunks, per),
+                         projection.reshape(len(projection), chunks, per))  # (S, B, K, C)
+    logits = goodness[None, :, None, :] + moved
+    target = logits.gather(-1, y[None, :, None, None].expand(*moved.shape[:3], 1)).squeeze(-1)
+    return (torch.logsumexp(logits, -1) - target).mean(1)
 
 
 def estimate_projection(
@@ -125,23 +177,28 @@ def estimate_layer(
     distribution: str = "rademacher",
     how: Combine = "mean",
     splice: bool = True,
+    features: Callable[[torch.Tensor], torch.Tensor] = lambda a: a,
 ) -> LayerParams:
     """Estimate the gradient of layer ``layer``'s local loss for every parameter array.
 
-    With ``splice`` (and a spliceable layer) this costs 2P queries; otherwise every chunk is
+    ``features`` maps activations to what M sees (the model's per-layer features). With
+    ``splice`` (and a spliceable layer) this costs 2P queries; otherwise every chunk is
     queried on its own, 2P per chunk.
     """
     pert = Perturbation(seeds, eps, distribution)  # type: ignore[arg-type]
     n_dir = len(seeds)
     if splice and spec.spliceable:
         plus, minus = device.perturbed_pairs(layer, params, layer_input, pert)
-        dd = (spliced_losses(base_act, plus, projection, y)
-              - spliced_losses(base_act, minus, projection, y)) / (2 * eps)
+        base = features(base_act)
+        chunks = spec.n_chunks()
+        dd = (spliced_losses(base, features(plus), projection, y, chunks)
+              - spliced_losses(base, features(minus), projection, y, chunks)) / (2 * eps)
     else:
         dd = torch.empty(n_dir, spec.n_chunks(), device=base_act.device)
         for k in range(spec.n_chunks()):
             chunk = Perturbation(seeds, eps, distribution, chunk=k)  # type: ignore[arg-type]
             plus, minus = device.perturbed_pairs(layer, params, layer_input, chunk)
-            dd[:, k] = (goodness_loss(plus @ projection.T, y) - goodness_loss(minus @ projection.T, y)) / (2 * eps)
+            dd[:, k] = (goodness_loss(features(plus) @ projection.T, y)
+                        - goodness_loss(features(minus) @ projection.T, y)) / (2 * eps)
     v = pert.vectors(spec, base_act.device)
     return split_chunks(spec, combine(dd, v, how))

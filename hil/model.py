@@ -3,6 +3,10 @@
 Layer ``l`` turns its input into activations ``a_l`` on the device; the host projects them to
 class goodness ``G_l = a_l M_l^T`` and trains each layer on its own softmax cross-entropy.
 Prediction uses the last layer's goodness, or the sum over layers (cumulative, the headline).
+
+A conv layer's activations are first reduced, channel by channel, by a fixed random projection of
+its pooled map to ``features`` values (seeded, never trained), so M and the estimate stay small and
+each output channel (a chunk) still owns its own features.
 """
 
 import math
@@ -16,12 +20,15 @@ from devices.interface import LayerParams, clip_to_bounds
 class MonoForward:
     """The trainable state: device parameters and host projections, as optimizer leaves."""
 
-    def __init__(self, params: list[LayerParams], projections: list[torch.Tensor]) -> None:
+    def __init__(self, params: list[LayerParams], projections: list[torch.Tensor],
+                 feature_maps: list[torch.Tensor | None] | None = None) -> None:
         self.params = params
         self.projections = projections
+        self.feature_maps = feature_maps or [None] * len(params)
 
     @classmethod
-    def initialise(cls, info: DeviceInfo, classes: int, seed: int, device: str = "cpu") -> "MonoForward":
+    def initialise(cls, info: DeviceInfo, classes: int, seed: int, device: str = "cpu",
+                   features: int = 10) -> "MonoForward":
         """Weights uniform over their whole bounds, biases 0, M U(+-1/sqrt(width)).
 
         Devices scale a layer's column sums by ``gain`` (1/sqrt(fan_in) on a crossbar), so
@@ -29,8 +36,9 @@ class MonoForward:
         signal-to-noise ratio on analog hardware.
         """
         gen = torch.Generator().manual_seed(seed)
+        maps = feature_maps(info, features, seed, device)
         params, projections = [], []
-        for spec in info.layers:
+        for spec, fmap in zip(info.layers, maps):
             layer: LayerParams = {}
             for p in spec.params:
                 if p.name == "bias":
@@ -39,10 +47,11 @@ class MonoForward:
                     value = p.low + torch.rand(p.shape, generator=gen) * (p.high - p.low)
                 layer[p.name] = value
             params.append({k: v.to(device).requires_grad_() for k, v in clip_to_bounds(spec, layer).items()})
-            bound = 1 / math.sqrt(spec.outputs)
-            m = (torch.rand(classes, spec.outputs, generator=gen) * 2 - 1) * bound
+            width = spec.outputs if fmap is None else spec.n_chunks() * fmap.shape[1]
+            bound = 1 / math.sqrt(width)
+            m = (torch.rand(classes, width, generator=gen) * 2 - 1) * bound
             projections.append(m.to(device).requires_grad_())
-        return cls(params, projections)
+        return cls(params, projections, maps)
 
     def tensors(self) -> list[torch.Tensor]:
         """Every trainable tensor, in a fixed order (for the optimizer and checkpoints)."""
@@ -63,9 +72,21 @@ class MonoForward:
                 for name, value in clip_to_bounds(spec, layer, margin).items():
                     layer[name].copy_(value)
 
+    def features(self, layer: int, act: torch.Tensor) -> torch.Tensor:
+        """What layer ``layer``'s M sees of activations (..., batch, outputs): them, or per-channel projections."""
+        fmap = self.feature_maps[layer]
+        if fmap is None:
+            return act
+        per_channel = act.reshape(*act.shape[:-1], -1, fmap.shape[0]) @ fmap
+        return per_channel.flatten(-2)
+
+    def layer_goodness(self, layer: int, act: torch.Tensor) -> torch.Tensor:
+        """Class goodness ``features(a_l) M_l^T`` of one layer."""
+        return self.features(layer, act) @ self.projections[layer].T
+
     def goodness(self, acts: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Class goodness ``a_l M_l^T`` of every layer."""
-        return [a @ m.T for a, m in zip(acts, self.projections)]
+        """Class goodness of every layer."""
+        return [self.layer_goodness(i, a) for i, a in enumerate(acts)]
 
     def predict(self, acts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted classes by the final layer and by cumulative goodness."""
@@ -79,3 +100,20 @@ class MonoForward:
         with torch.no_grad():
             for t, saved in zip(self.tensors(), state["tensors"]):  # type: ignore[arg-type]
                 t.copy_(saved)
+
+
+def feature_maps(info: DeviceInfo, features: int, seed: int, device: str = "cpu") -> list[torch.Tensor | None]:
+    """Fixed Gaussian projections (map size -> ``features``, scaled 1/sqrt(features)) for conv layers.
+
+    None for dense layers and for maps no larger than ``features``. Drawn from their own
+    generator, so a network without conv layers initialises exactly as before.
+    """
+    gen = torch.Generator().manual_seed(seed + 0x5EED)
+    maps: list[torch.Tensor | None] = []
+    for spec in info.layers:
+        size = spec.chunk_outputs()
+        if spec.conv is None or size <= features:
+            maps.append(None)
+        else:
+            maps.append((torch.randn(size, features, generator=gen) / math.sqrt(features)).to(device))
+    return maps

@@ -27,12 +27,13 @@ log = logging.getLogger(__name__)
 EVAL_BATCH = 1000
 
 
-def resolve_device_url(url: str, features: int, hidden: list[int]) -> str:
-    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width and ``hidden``."""
+def resolve_device_url(url: str, features: int, hidden: list[int], conv: str = "") -> str:
+    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width, ``conv`` and ``hidden``."""
     if urlsplit(url).scheme != "sim" or "layers" in url_options(url):
         return url
     layers = ",".join(str(w) for w in [features, *hidden])
-    return f"{url}{'&' if urlsplit(url).query else '?'}layers={layers}"
+    extra = f"&conv={conv}" if conv and "conv" not in url_options(url) else ""
+    return f"{url}{'&' if urlsplit(url).query else '?'}layers={layers}{extra}"
 
 
 def check_fits(device: Device, data: Dataset, url: str) -> None:
@@ -78,11 +79,12 @@ class Trainer:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.data = load_dataset(config.dataset, config.data_dir)
-        self.device_url = resolve_device_url(config.device, self.data.features, config.hidden)
+        self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
         self.device = open_device(self.device_url)
         check_fits(self.device, self.data, self.device_url)
         self.info = self.device.info()
-        self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device)
+        self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device,
+                                           config.features)
         self.rule: Rule = make_rule(self.device, self.model, config)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from devices.info import Activation, Capabilities, DeviceInfo, LayerSpec, ParamSpec
+from devices.info import Activation, Capabilities, ConvShape, DeviceInfo, LayerSpec, ParamSpec
 from devices.interface import (
     Counters,
     Device,
@@ -32,6 +32,7 @@ from devices.interface import (
     join_chunks,
     split_chunks,
 )
+from simulators.conv import assemble, parse_convs, parse_image, patches, reference
 from simulators.noise import NoiseStreams
 from simulators.options import SimOptions
 
@@ -49,6 +50,10 @@ class CrossbarOptions(SimOptions):
     """Options of ``sim://crossbar``: topology and physics, each settable in the URL query."""
 
     activation: Activation = "relu"
+    conv: str = Field("", description="conv layers before the dense ones, e.g. 16c3p2,32c3p2 "
+                                      "(channels c kernel, optional p pool)")
+    image: str = Field("", description="input image CxHxW for conv layers (default: a square of 1 or 3 channels)")
+    pooling: Literal["avg", "max"] = Field("avg", description="pooling of conv layers")
     dac_bits: int = Field(0, ge=0, le=24, description="input DAC resolution (0: exact)")
     dac_clip: float = Field(1.0, gt=0, description="input DAC range +-")
     adc_bits: int = Field(0, ge=0, le=24, description="output ADC resolution per tile (0: exact)")
@@ -71,6 +76,23 @@ class CrossbarOptions(SimOptions):
     link_bytes_per_second: float = Field(0.0, ge=0, description="link bandwidth (0: no link cost)")
     link_latency: float = Field(0.0, ge=0, description="link latency per message, seconds")
 
+    def layer_count(self) -> int:
+        return len(self.layers) - 1 + len([t for t in self.conv.split(",") if t.strip()])
+
+    def layer_specs(self) -> list[LayerSpec]:
+        """Conv layers first (from ``conv`` on ``image``), then dense layers of ``layers[1:]``."""
+        specs = []
+        width = self.layers[0]
+        if self.conv.strip():
+            for shape in parse_convs(self.conv, parse_image(self.image, width), self.pooling):
+                specs.append(_layer(self, "conv", shape.patch, shape.out_channels,
+                                    width, shape.out_channels * shape.out_height * shape.out_width, shape))
+                width = specs[-1].outputs
+        for n_out in self.layers[1:]:
+            specs.append(_layer(self, "dense", width, n_out, width, n_out))
+            width = n_out
+        return specs
+
     @property
     def weight_effects(self) -> bool:
         """Effects that make every write land differently (no shortcut for perturbations)."""
@@ -83,6 +105,20 @@ def quantize(t: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
     return torch.round(t.clamp(-clip, clip) / step) * step
 
 
+def _layer(opts: CrossbarOptions, kind: str, rows: int, columns: int, inputs: int, outputs: int,
+           conv: ConvShape | None = None) -> LayerSpec:
+    """A layer whose array has ``rows`` inputs and ``columns`` outputs (weights in [-1, 1])."""
+    return LayerSpec(
+        kind=kind, inputs=inputs, outputs=outputs, activation=opts.activation, gain=1 / math.sqrt(rows),
+        chunks=columns if conv else None, conv=conv,  # type: ignore[arg-type]
+        params=(
+            ParamSpec(name="weight", shape=(columns, rows), low=-1.0, high=1.0,
+                      write_noise=write_noise_estimate(opts)),
+            ParamSpec(name="bias", shape=(columns,), low=-1.0, high=1.0),
+        ),
+    )
+
+
 class SimulatedCrossbar(Device):
     """In-process crossbar network: forward, vectorized perturbation pairs, physics, a clock."""
 
@@ -90,22 +126,13 @@ class SimulatedCrossbar(Device):
         self.options = opts = options or CrossbarOptions()
         self.preset = preset
         self._dev = torch.device(opts.torch_device)
-        widths = opts.layers
+        topology = "x".join(map(str, opts.layers))
+        if opts.conv:
+            topology = f"conv {opts.conv} + {topology}"
         self._info = DeviceInfo(
-            identity=f"hil simulated crossbar {'x'.join(map(str, widths))} ({preset})",
+            identity=f"hil simulated crossbar {topology} ({preset})",
             firmware="sim",
-            layers=tuple(
-                LayerSpec(
-                    kind="dense", inputs=n_in, outputs=n_out, activation=opts.activation,
-                    gain=1 / math.sqrt(n_in),
-                    params=(
-                        ParamSpec(name="weight", shape=(n_out, n_in), low=-1.0, high=1.0,
-                                  write_noise=self._write_noise_estimate()),
-                        ParamSpec(name="bias", shape=(n_out,), low=-1.0, high=1.0),
-                    ),
-                )
-                for n_in, n_out in zip(widths[:-1], widths[1:])
-            ),
+            layers=tuple(opts.layer_specs()),
             max_batch=opts.max_batch,
             capabilities=Capabilities(differentiable=True),
         )
@@ -155,27 +182,31 @@ class SimulatedCrossbar(Device):
         n_dir = len(perturbation.seeds)
         queries = 2 * n_dir
         self._link(x.numel() + len(perturbation.seeds) + 4, 0)
+        batch = len(x)
         with torch.no_grad():
-            x = self._dac(x.to(self._dev))
-            base = join_chunks(spec, params).to(self._dev)
+            x = self._rows(layer, self._dac(x.to(self._dev)))
             v = perturbation.vectors(spec, self._dev)
             reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
-            if not self.options.weight_effects and _largest_magnitude(base) + reach <= 1.0 + 1e-6:
+            largest = max(_largest_magnitude(t) for t in params.values())
+            if not self.options.weight_effects and largest + reach <= 1.0 + 1e-6:
                 # Writes land exactly and nothing clips; the array's product is linear in its
                 # conductances: (W +- eps V) x = W x +- eps V x, so P direction products serve 2P queries.
                 along = split_chunks(spec, v)
-                s0 = self._column_sums(layer, x, params["weight"])
+                s0 = self._column_sums(layer, x, params["weight"].to(self._dev))
                 ds = self._column_sums(layer, x, along["weight"]).mul_(perturbation.eps)
-                sums = torch.cat([s0 + ds, s0 - ds])
+                sums = torch.empty(2 * n_dir, *s0.shape, dtype=s0.dtype, device=s0.device)
+                torch.add(s0, ds, out=sums[:n_dir])
+                torch.sub(s0, ds, out=sums[n_dir:])
                 db = perturbation.eps * along["bias"]
                 bias = torch.cat([params["bias"] + db, params["bias"] - db])
             else:
+                base = join_chunks(spec, params).to(self._dev)
                 step = perturbation.eps * v
                 shifted = clip_to_bounds(spec, split_chunks(spec, torch.cat([base + step, base - step])))
                 written = self._program(layer, shifted["weight"], sigma_at=params["weight"].to(self._dev))
                 sums = self._column_sums(layer, x, written)
                 bias = shifted["bias"]
-            out = self._act(self._periphery(layer, sums, x, bias))
+            out = self._outputs(layer, self._act(self._periphery(layer, sums, x, bias)), batch)
         self._target[layer] = None  # the array now holds the last perturbed weights
         self._layer_writes[layer] += queries
         self._tick(queries * self._write_time(spec) + queries * len(x) * self.options.read_seconds)
@@ -192,6 +223,8 @@ class SimulatedCrossbar(Device):
         """
         self._counters.queries += 1
         spec = self._info.layers[layer]
+        if spec.conv is not None:
+            return reference(spec.conv, x.to(self._dev), params["weight"], params["bias"], spec.gain, self._act)
         return self._act(torch.addmm(params["bias"], x.to(self._dev), params["weight"].T, alpha=spec.gain))
 
     def wait(self, seconds: float) -> None:
@@ -229,11 +262,22 @@ class SimulatedCrossbar(Device):
             self._counters.param_writes += 1
             self._tick(self._write_time(spec))
         weight = self._drifted(layer)
-        x = self._dac(x)
-        out = self._act(self._periphery(layer, self._column_sums(layer, x, weight), x, params["bias"].to(self._dev)))
+        rows = self._rows(layer, self._dac(x))
+        out = self._act(self._periphery(layer, self._column_sums(layer, rows, weight), rows,
+                                        params["bias"].to(self._dev)))
         self._counters.queries += 1
-        self._tick(len(x) * self.options.read_seconds)
-        return out
+        self._tick(len(rows) * self.options.read_seconds)
+        return self._outputs(layer, out, len(x))
+
+    def _rows(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """What the array reads: the inputs themselves, or a conv layer's patches of them."""
+        conv = self._info.layers[layer].conv
+        return x if conv is None else patches(conv, x)
+
+    def _outputs(self, layer: int, out: torch.Tensor, batch: int) -> torch.Tensor:
+        """Activations per input: the array's outputs, or a conv layer's pooled maps."""
+        conv = self._info.layers[layer].conv
+        return out if conv is None else assemble(conv, out, batch)
 
     def _program(self, layer: int, target: torch.Tensor, sigma_at: torch.Tensor | None = None) -> torch.Tensor:
         """Weights a write of ``target`` leaves on the array: programming noise, stuck devices.
@@ -309,7 +353,7 @@ class SimulatedCrossbar(Device):
     def _draw_static(self, spec: LayerSpec, layer: int) -> dict[str, torch.Tensor]:
         """Per-device properties drawn once: drift exponents, stuck devices, IR-drop row gains."""
         opts = self.options
-        shape = (spec.outputs, spec.inputs)
+        shape = spec.params[0].shape  # the array: (columns, rows)
         out: dict[str, torch.Tensor] = {}
         if opts.drift_nu > 0:
             for side in ("plus", "minus"):
@@ -328,8 +372,8 @@ class SimulatedCrossbar(Device):
             out["stuck_plus"] = sides["plus"][index].to(self._dev)
             out["stuck_minus"] = sides["minus"][index].to(self._dev)
         if opts.ir_drop > 0:
-            rows = opts.tile_rows or spec.inputs
-            position = torch.arange(spec.inputs) % rows
+            rows = opts.tile_rows or shape[1]
+            position = torch.arange(shape[1]) % rows
             out["row_gain"] = (1 - opts.ir_drop * position / max(rows - 1, 1)).to(self._dev)
         return out
 
@@ -356,18 +400,8 @@ class SimulatedCrossbar(Device):
         sigma_on = _pcm_sigma(w.abs() * self._span + self._g_min)
         return sigma_on.square_().add_(at_min).sqrt_().div_(self._span)
 
-    def _write_noise_estimate(self) -> float:
-        """Typical programming-noise sigma in weight units, for ``ParamSpec.write_noise``."""
-        opts = self.options
-        if opts.prog_noise == "none":
-            return 0.0
-        if opts.prog_noise == "percent":
-            return math.sqrt(2) * opts.prog_noise_percent / 100 / (1 - 1 / opts.on_off_ratio)
-        g = torch.tensor([0.5, 1 / opts.on_off_ratio])
-        return float(_pcm_sigma(g).square().sum().sqrt()) / (1 - 1 / opts.on_off_ratio)
-
     def _write_time(self, spec: LayerSpec) -> float:
-        return spec.outputs * self.options.write_seconds * self.options.write_verify
+        return spec.params[0].shape[0] * self.options.write_seconds * self.options.write_verify
 
     def _tick(self, seconds: float) -> None:
         self.clock += seconds
@@ -381,6 +415,16 @@ class SimulatedCrossbar(Device):
             seconds = opts.link_latency + (values_out + values_in) * BYTES_PER_VALUE / opts.link_bytes_per_second
             self.clock += seconds
             self._counters.extra["link_seconds"] = self._counters.extra.get("link_seconds", 0.0) + seconds
+
+
+def write_noise_estimate(opts: CrossbarOptions) -> float:
+    """Typical programming-noise sigma in weight units, for ``ParamSpec.write_noise``."""
+    if opts.prog_noise == "none":
+        return 0.0
+    if opts.prog_noise == "percent":
+        return math.sqrt(2) * opts.prog_noise_percent / 100 / (1 - 1 / opts.on_off_ratio)
+    g = torch.tensor([0.5, 1 / opts.on_off_ratio])
+    return float(_pcm_sigma(g).square().sum().sqrt()) / (1 - 1 / opts.on_off_ratio)
 
 
 def _pcm_sigma(g: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Options every simulated device shares: topology, where it runs, its noise seed."""
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SimOptions(BaseModel):
@@ -23,6 +23,16 @@ class SimOptions(BaseModel):
     @field_validator("layers")
     @classmethod
     def _check(cls, v: list[int]) -> list[int]:
-        if len(v) < 2 or min(v) < 1:
-            raise ValueError("give at least two positive widths, input first, e.g. 64,256,256")
+        if min(v, default=0) < 1:
+            raise ValueError("give positive widths, input first, e.g. 64,256,256")
         return v
+
+    def layer_count(self) -> int:
+        """Layers of the network these options describe."""
+        return len(self.layers) - 1
+
+    @model_validator(mode="after")
+    def _some_layer(self) -> "SimOptions":
+        if self.layer_count() < 1:
+            raise ValueError("give at least two widths, input first, e.g. 64,256,256")
+        return self

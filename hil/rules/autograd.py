@@ -32,7 +32,7 @@ class MonoForwardAD(_AutogradRule):
         acts = []
         for i, layer in enumerate(self.model.params):
             a = self.autograd_device.differentiable_layer(i, layer, a.detach())
-            total = total + F.cross_entropy(a @ self.model.projections[i].T, y)
+            total = total + F.cross_entropy(self.model.layer_goodness(i, a), y)
             acts.append(a.detach())
         total.backward()
         return StepOutput(total.item() / len(acts), acts)
@@ -50,6 +50,6 @@ class Backprop(_AutogradRule):
         for i, layer in enumerate(self.model.params):
             a = self.autograd_device.differentiable_layer(i, layer, a)
             acts.append(a)
-        loss = F.cross_entropy(acts[-1] @ self.model.projections[-1].T, y)
+        loss = F.cross_entropy(self.model.layer_goodness(len(acts) - 1, acts[-1]), y)
         loss.backward()
         return StepOutput(loss.item(), [a.detach() for a in acts])

@@ -1,5 +1,6 @@
 """``mf-dd``: Mono-Forward with directional derivatives measured on the device (the product)."""
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -43,17 +44,19 @@ class MonoForwardDD(Rule):
                 m = self.model.projections[i].detach()
                 seeds = step_seeds(cfg.seed, step, i, self.directions[i])
                 grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], m, y,
-                                       seeds, self.eps, cfg.distribution, cfg.combine)
+                                       seeds, self.eps, cfg.distribution, cfg.combine,
+                                       features=partial(self.model.features, i))
                 for name, g in grads.items():
                     self.model.params[i][name].grad = g
+                feat = self.model.features(i, acts[i])
                 if cfg.m_update == "exact":
-                    m_grad = exact_projection_grad(acts[i], m, y)
+                    m_grad = exact_projection_grad(feat, m, y)
                 else:
                     m_seeds = step_seeds(cfg.seed, step, n_layers + i, self.directions[i])
-                    m_grad = estimate_projection(acts[i], m, y, m_seeds, self.eps, cfg.distribution,
+                    m_grad = estimate_projection(feat, m, y, m_seeds, self.eps, cfg.distribution,
                                                  cfg.combine)
                 self.model.projections[i].grad = m_grad
-                losses.append(goodness_loss(acts[i] @ m.T, y).item())
+                losses.append(goodness_loss(feat @ m.T, y).item())
         return StepOutput(sum(losses) / len(losses), acts)
 
     def state_dict(self) -> dict[str, Any]:

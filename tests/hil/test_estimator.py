@@ -6,6 +6,7 @@ import torch
 from devices.directions import directions
 from hil.estimator import (
     chunk_losses,
+    series_order,
     combine,
     estimate_layer,
     estimate_projection,
@@ -150,6 +151,24 @@ def test_projection_dd_matches_the_closed_form():
     assert torch.allclose(exact, leaf.grad)
     est = estimate_projection(act.float(), m.float(), y, tuple(range(6)), 1e-3, "gaussian", "projection")
     assert torch.allclose(est.double(), exact, rtol=1e-2, atol=1e-4)
+
+
+def test_chunk_losses_by_series_equal_the_float64_sum_of_exponentials():
+    gen = torch.Generator().manual_seed(4)
+    g = torch.randn(64, 10, generator=gen) * 3
+    w = torch.randn(10, 200, generator=gen)
+    y = torch.randint(0, 10, (64,), generator=gen)
+    orders = []
+    for reach in (1e-4, 0.03, 0.3, 1.0, 2.0):
+        shift = torch.rand(6, 64, 200, generator=gen) * 2 - 1
+        shift *= reach / (shift.abs().amax() * w.abs().amax())
+        orders.append(series_order(reach))
+        got = chunk_losses(g, shift, w, y).double()
+        want = torch.logsumexp(g.double().T[:, None, :, None] + w.double()[:, None, None, :] * shift.double(), 0)
+        want = want.mean(1) - (g.double().gather(1, y[:, None]).mean() + (shift.double() * w.double()[y]).mean(1))
+        assert (got - want).abs().max() < 2e-6, reach
+    assert orders[0] < orders[2] < orders[-1] <= 16  # the series grows with the reach
+    assert series_order(3.0) is None
 
 
 def test_chunk_losses_equal_cross_entropy_of_the_shifted_goodness_even_when_huge():
