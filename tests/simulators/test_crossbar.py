@@ -35,6 +35,24 @@ def test_perturbed_pairs_equal_forwards_at_shifted_parameters():
             assert torch.allclose(got, torch.tanh(x @ w.T / 6**0.5 + b), atol=1e-6)
 
 
+def test_pairs_after_a_forward_reuse_its_column_sums_only_while_rows_and_weights_are_unchanged():
+    device, fresh = (SimulatedCrossbar(CrossbarOptions(layers=[6, 5, 4])) for _ in range(2))
+    params = _params(device)
+    x = torch.rand(9, 6)
+    pert = Perturbation((3, 4), 0.01)
+    acts = device.forward(params, x)
+    for layer, rows in ((0, x), (1, acts[0])):
+        got = device.perturbed_pairs(layer, params[layer], rows, pert)
+        want = fresh.perturbed_pairs(layer, params[layer], rows.clone(), pert)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    for change in (lambda: params[0]["weight"].add_(0.1), lambda: x.mul_(0.5)):  # a step; an input edited
+        device.forward(params, x)
+        change()
+        got = device.perturbed_pairs(0, params[0], x, pert)
+        want = fresh.perturbed_pairs(0, params[0], x.clone(), pert)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_counters_count_queries_and_writes():
     device = SimulatedCrossbar(CrossbarOptions(layers=[4, 3, 2]))
     params = _params(device)
