@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, plot_curves, run_rule, write_results  # noqa: E402
+from common import environment, plot_curves, run_config, write_results  # noqa: E402
 
 ANCHORS = {"bp": 0.879, "mf-ad": 0.860, "mf-dd": 0.837}  # the poster's Fashion-MNIST MLP numbers
 TARGETS = {"mf-ad": 0.89, "mf-dd": 0.86}
@@ -48,7 +48,7 @@ def main() -> None:
     runs = []
     for rule, epochs, lr, extra in plan:
         label = f"{rule} (P={args.directions})" if rule == "mf-dd" else rule
-        runs.append(run_rule({**common, "rule": rule, "epochs": 2 if args.quick else epochs,
+        runs.append(run_config({**common, "rule": rule, "epochs": 2 if args.quick else epochs,
                               "lr": lr, **extra}, label))
     by_rule = {run["summary"]["rule"]: run for run in runs}
     ratio = by_rule["mf-dd"]["train_seconds_per_epoch"] / by_rule["mf-ad"]["train_seconds_per_epoch"]

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, run_rule, start_emulator, write_results  # noqa: E402
+from common import environment, run_config, start_emulator, write_results  # noqa: E402
 
 from devices.interface import Perturbation  # noqa: E402
 from devices.messages import SET_PARAMS_HEAD, MessageType, PerturbedForward, pack_values  # noqa: E402
@@ -68,7 +68,7 @@ def measure(url: str, epoch_seconds: bool) -> dict[str, Any]:
     result["perturbed_evaluations_per_second_batch64"] = perturbed * 2 * DIRECTIONS * 64
     device.close()
     if epoch_seconds:
-        run = run_rule({"device": url, "epochs": 1, "batch_size": 64, "lr": 0.05, "threads": 1}, url)
+        run = run_config({"device": url, "epochs": 1, "batch_size": 64, "lr": 0.05, "threads": 1}, url)
         result["mf_dd_epoch_seconds"] = run["wall_seconds"]
         result["test_accuracy_after_1_epoch"] = run["summary"]["test_accuracy"]
     return result

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import environment, run_rule, write_results  # noqa: E402
+from common import environment, run_config, write_results  # noqa: E402
 
 from devices import open_device  # noqa: E402
 from hil.data import Dataset, load_dataset  # noqa: E402
@@ -75,11 +75,11 @@ def main() -> None:
                                                       setup["hidden"])
                 for label, query in setup["variants"].items()}
         for label, url in urls.items():
-            run = run_rule({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {label}", keep_trainer=True)
+            run = run_config({**common, "rule": "mf-dd", "device": url}, f"mf-dd on {label}", keep_trainer=True)
             trainers[label] = run.pop("trainer")
             in_situ[label] = run
         ideal_label, ideal_url = next(iter(urls.items()))
-        bp = run_rule({**common, "rule": "bp", "device": ideal_url}, f"bp on {ideal_label} (ex situ)",
+        bp = run_config({**common, "rule": "bp", "device": ideal_url}, f"bp on {ideal_label} (ex situ)",
                       keep_trainer=True)
         bp_trainer = bp.pop("trainer")
         bp_runs[kind] = bp

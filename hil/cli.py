@@ -31,8 +31,9 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("conv", str, "conv layers of such a device before the hidden ones, e.g. 16c3p2,32c3p2 "
      "(channels c kernel p pool)"),
     ("features", int, "features per conv channel that M sees (a fixed random projection of its map)"),
-    ("dataset", str, "digits (bundled), mnist or fashion-mnist"),
-    ("data-dir", Path, "folder holding the dataset's IDX files"),
+    ("dataset", str, "digits (bundled), mnist, fashion-mnist, cifar10 or cifar100"),
+    ("data-dir", Path, "folder holding the dataset's files (IDX, or CIFAR's python batches)"),
+    ("classes", str, "train on these labels only, relabelled 0, 1, ...: 0,6 is a binary task"),
     ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "
      "mf-ad or bp (simulator-only baselines)"),
     ("epochs", int, "epochs to train (with --resume: the new total)"),
@@ -147,7 +148,39 @@ def _parser() -> argparse.ArgumentParser:
     run_qemu.add_argument("--image", type=Path, help="firmware ELF (default: the one `hil firmware build` makes)")
     run_qemu.add_argument("--link", type=Path, help="also make this stable symlink to the pty")
     run_qemu.add_argument("--build", action="store_true", help="build the image first")
+
+    bench = sub.add_parser(
+        "bench",
+        help="reproduce the seed papers' experiments (rq1, rq2, mdfa) over several seeds",
+        description="rq1: the poster's accuracy table, BP, MF+AD and MF+DD (P=4) for an MLP and a CNN on digits "
+        "and every image dataset installed (or those named). rq2: MF+DD for P in 1, 2, 4, 8, mean and projection, "
+        "on Fashion-MNIST: accuracy, validation-loss curves, time per epoch. mdfa: BP, DFA and monotone DFA on "
+        "binary tasks (pairs of classes) and on all classes. Each writes NAME.json, NAME.md (mean +- std over "
+        "seeds) and NAME.png to --out. The full versions take hours on a laptop; --smoke takes minutes.",
+    )
+    bench.add_argument("experiment", choices=["rq1", "rq2", "mdfa"])
+    bench.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
+    bench.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration (default: 3)")
+    bench.add_argument("--epochs", type=int, help="epochs per run (default: 20; 10 for mdfa; 5 with --smoke)")
+    bench.add_argument("--datasets", help="comma-separated datasets (default: digits and every one installed; "
+                       "rq2 and mdfa take the first, default fashion-mnist)")
+    bench.add_argument("--data-dir", type=Path, help="folder of the image dataset named")
+    bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
+    bench.add_argument("--threads", type=int, help="CPU threads for torch")
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from hil.experiments import EXPERIMENTS, Settings
+
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        raise ConfigError("--seeds and --epochs must be at least 1")
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else []
+    settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
+                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads)
+    path = EXPERIMENTS[args.experiment](settings)
+    print(f"wrote {path} (and .json, .png)", file=sys.stderr)
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -322,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "firmware":
             return _firmware(args)
+        if args.command == "bench":
+            return _bench(args)
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

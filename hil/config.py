@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from devices.directions import Distribution
 
 Rule = Literal["mf-dd", "mf-ad", "bp", "dfa", "mdfa"]
-Dataset = Literal["digits", "mnist", "fashion-mnist"]
+Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100"]
 
 
 class ConfigError(ValueError):
@@ -34,6 +34,9 @@ class TrainConfig(BaseModel):
     )
     dataset: Dataset = "digits"
     data_dir: Path | None = Field(None, description="folder with the dataset's files")
+    classes: list[int] | None = Field(
+        None, description="train and test on these labels only, relabelled 0, 1, ... (e.g. 0,6: a binary task)"
+    )
     rule: Rule = "mf-dd"
     epochs: int = Field(40, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -58,6 +61,16 @@ class TrainConfig(BaseModel):
     run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
     torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; default: torch's choice (all cores)")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split_classes(cls, v: object) -> object:
+        if isinstance(v, str):
+            try:
+                return [int(c) for c in v.split(",")]
+            except ValueError:
+                raise ValueError(f"classes must be labels separated by commas, got {v!r}") from None
+        return v
 
     @field_validator("directions", mode="before")
     @classmethod

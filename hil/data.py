@@ -1,10 +1,11 @@
-"""Datasets: the bundled digits and IDX (MNIST, Fashion-MNIST) files from a folder.
+"""Datasets: the bundled digits, IDX (MNIST, Fashion-MNIST) and CIFAR python batches from a folder.
 
-Nothing downloads: digits ship with scikit-learn, IDX files come from a folder the user names
+Nothing downloads: digits ship with scikit-learn, other sets come from a folder the user names
 (default ``/usr/share/datasets/<name>`` where Debian's dataset packages install them).
 """
 
 import gzip
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,13 @@ import torch
 DEFAULT_DIRS = {
     "mnist": Path("/usr/share/datasets/mnist"),
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
+    "cifar10": Path("/usr/share/datasets/cifar10"),
+    "cifar100": Path("/usr/share/datasets/cifar100"),
+}
+# the standard python versions: pickled dicts of uint8 rows (3 x 32 x 32, channel-major) and labels
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
 }
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -40,14 +48,29 @@ class Dataset:
     def features(self) -> int:
         return self.x_train.shape[1]
 
+    def subset(self, classes: list[int]) -> "Dataset":
+        """Only the samples of ``classes``, relabelled 0, 1, ... in the order given (binary tasks)."""
+        bad = [c for c in classes if not 0 <= c < self.classes]
+        if bad or len(set(classes)) != len(classes) or len(classes) < 2:
+            raise DatasetError(f"classes {classes}: give at least two distinct labels of 0..{self.classes - 1}")
+        relabel = torch.full((self.classes,), -1, dtype=torch.long)
+        relabel[torch.tensor(classes)] = torch.arange(len(classes))
+        keep_train, keep_test = relabel[self.y_train] >= 0, relabel[self.y_test] >= 0
+        return Dataset(f"{self.name}{classes}", self.x_train[keep_train], relabel[self.y_train[keep_train]],
+                       self.x_test[keep_test], relabel[self.y_test[keep_test]], len(classes))
 
-def load_dataset(name: str, data_dir: Path | None = None) -> Dataset:
-    """Load ``digits``, ``mnist`` or ``fashion-mnist``."""
+
+def load_dataset(name: str, data_dir: Path | None = None, classes: list[int] | None = None) -> Dataset:
+    """Load ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100``; optionally some classes."""
     if name == "digits":
-        return _digits()
-    if name in DEFAULT_DIRS:
-        return _idx_dataset(name, data_dir or DEFAULT_DIRS[name])
-    raise DatasetError(f"unknown dataset {name!r}; choose digits, mnist or fashion-mnist")
+        data = _digits()
+    elif name in CIFAR_FILES:
+        data = _cifar(name, data_dir or DEFAULT_DIRS[name])
+    elif name in DEFAULT_DIRS:
+        data = _idx_dataset(name, data_dir or DEFAULT_DIRS[name])
+    else:
+        raise DatasetError(f"unknown dataset {name!r}; choose digits, {', '.join(DEFAULT_DIRS)}")
+    return data if classes is None else data.subset(classes)
 
 
 def _digits() -> Dataset:
@@ -78,6 +101,33 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
         parts[split] = (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0),
                         torch.from_numpy(y.astype(np.int64)))
     return Dataset(name, *parts["train"], *parts["test"], int(parts["train"][1].max()) + 1)
+
+
+def _cifar(name: str, folder: Path) -> Dataset:
+    """CIFAR from its python batches in ``folder`` (or in the archive's own subfolder of it)."""
+    subfolder, train_files, test_files, label_key = CIFAR_FILES[name]
+    if (folder / subfolder).is_dir():
+        folder = folder / subfolder
+    if not folder.is_dir():
+        raise DatasetError(f"{name}: folder {str(folder)!r} does not exist; pass --data-dir with the "
+                           f"extracted python version ({subfolder}/)")
+    parts = []
+    for files in (train_files, test_files):
+        xs, ys = [], []
+        for file in files:
+            path = folder / file
+            if not path.is_file():
+                raise DatasetError(f"{str(folder)!r} has no {file} (the python version of {name})")
+            with path.open("rb") as f:
+                batch = pickle.load(f, encoding="bytes")  # the format's own encoding; a folder the user named
+            x = np.asarray(batch[b"data"], dtype=np.uint8)
+            if x.ndim != 2 or x.shape[1] != 3072 or len(batch[label_key]) != len(x):
+                raise DatasetError(f"{str(path)!r}: expected rows of 3072 values and one label each")
+            xs.append(x)
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        parts.append((torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0),
+                      torch.from_numpy(np.concatenate(ys))))
+    return Dataset(name, *parts[0], *parts[1], 10 if name == "cifar10" else 100)
 
 
 def _find(folder: Path, stem: str) -> Path:

@@ -67,6 +67,8 @@ class StopFlag:
 class Evaluation:
     final_layer: float
     cumulative: float
+    loss: float
+    """Validation loss: softmax cross-entropy of the final layer's goodness on the test set."""
 
 
 class Trainer:
@@ -78,7 +80,7 @@ class Trainer:
         self.progress = progress
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        self.data = load_dataset(config.dataset, config.data_dir)
+        self.data = load_dataset(config.dataset, config.data_dir, config.classes)
         self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
         self.device = open_device(self.device_url)
         check_fits(self.device, self.data, self.device_url)
@@ -196,11 +198,11 @@ class Trainer:
         ev = self.evaluate()
         row = {"epoch": self.epoch + 1, "train_loss": sum(self.epoch_losses) / max(len(self.epoch_losses), 1),
                "test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
-               "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
+               "test_loss": ev.loss, "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
         self.history.append(row)
         self.run.log_metrics(row)
         self.recorder.epoch(self.train_steps, self.epoch + 1, {k: v for k, v in row.items() if k in (
-            "train_loss", "test_accuracy_final_layer", "test_accuracy_cumulative", "train_seconds")})
+            "train_loss", "test_loss", "test_accuracy_final_layer", "test_accuracy_cumulative", "train_seconds")})
         if self.progress:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
                        f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
@@ -212,18 +214,22 @@ class Trainer:
         self.recorder.event("checkpoint", {"epoch": self.epoch, "path": str(self.run.path)})
 
     def evaluate(self) -> Evaluation:
-        """Test accuracy of the final layer's and the cumulative goodness."""
+        """Test accuracy of the final layer's and the cumulative goodness, and the final layer's loss."""
         correct_final = correct_cum = 0
+        loss_sum = 0.0
         params = self.model.device_params()
         with torch.no_grad():
             for start in range(0, len(self.data.x_test), EVAL_BATCH):
                 x = self.data.x_test[start:start + EVAL_BATCH].to(self.config.torch_device)
                 y = self.data.y_test[start:start + EVAL_BATCH].to(self.config.torch_device)
-                final, cumulative = self.model.predict(self.device.forward(params, x))
+                acts = self.device.forward(params, x)
+                final, cumulative = self.model.predict(acts)
+                loss_sum += float(torch.nn.functional.cross_entropy(
+                    self.model.layer_goodness(len(acts) - 1, acts[-1]), y, reduction="sum"))
                 correct_final += int((final == y).sum())
                 correct_cum += int((cumulative == y).sum())
         n = len(self.data.x_test)
-        return Evaluation(correct_final / n, correct_cum / n)
+        return Evaluation(correct_final / n, correct_cum / n, loss_sum / n)
 
     def _save(self) -> None:
         self.run.save_checkpoint({

@@ -304,10 +304,13 @@ class SimulatedCrossbar(Device):
         w = target
         if opts.prog_noise != "none":
             sigma = self._prog_sigma(target if sigma_at is None else sigma_at)
-            w = (w + sigma * self.streams.normal("write", "programming", tuple(w.shape)).to(self._dev)).clamp(-1, 1)
+            noise = self.streams.normal("write", "programming", tuple(w.shape)).to(self._dev)
+            w = noise.mul_(sigma).add_(target).clamp_(-1, 1)  # a fresh tensor: the target is never touched
         static = self._static[layer]
         if "stuck_index" in static:
-            flat = w.reshape(*w.shape[:-2], -1).clone()
+            flat = w.reshape(*w.shape[:-2], -1)
+            if w is target:
+                flat = flat.clone()
             cells = flat[..., static["stuck_index"]]
             g_plus, g_minus = self._pair(cells)
             g_plus = torch.where(static["stuck_plus"] >= 0, static["stuck_plus"], g_plus)

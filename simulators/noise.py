@@ -32,7 +32,8 @@ class NoiseStreams:
 
     def normal(self, stream: str, effect: str, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Gaussian draws (on the CPU, so the stream is the same on every machine)."""
-        return torch.randn(shape, generator=self.generator(stream, effect)) * std
+        draws = torch.randn(shape, generator=self.generator(stream, effect))
+        return draws if isinstance(std, float) and std == 1.0 else draws.mul_(std)
 
     def uniform(self, stream: str, effect: str, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator(stream, effect))

@@ -61,3 +61,51 @@ def test_corrupt_idx_files_are_refused(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="digits"):
         load_dataset("imagenet")
+
+
+def _cifar_batch(path, rows, labels, key=b"labels"):
+    import pickle
+
+    path.write_bytes(pickle.dumps({b"batch_label": b"x", key: labels, b"data": rows}))
+
+
+@pytest.mark.parametrize("name, key, train_files, test_files, inner", [
+    ("cifar10", b"labels", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "cifar-10-batches-py"),
+    ("cifar100", b"fine_labels", ["train"], ["test"], "cifar-100-python"),
+])
+def test_cifar_python_batches_load_from_the_folder_or_its_archive_subfolder(tmp_path, name, key, train_files,
+                                                                            test_files, inner):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / inner
+    folder.mkdir()
+    for i, file in enumerate(train_files + test_files):
+        rows = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+        rows[0, 0] = i  # which file a sample came from
+        _cifar_batch(folder / file, rows, [i % 10] * 4, key)
+    data = load_dataset(name, tmp_path)
+    assert data.features == 3072 and data.classes == (10 if name == "cifar10" else 100)
+    assert len(data.x_train) == 4 * len(train_files) and len(data.x_test) == 4
+    assert round(float(data.x_train[0, 0]) * 255) == 0 and round(float(data.x_test[0, 0]) * 255) == len(train_files)
+    assert 0 <= data.x_train.min() and data.x_train.max() <= 1
+    assert load_dataset(name, folder).y_train.tolist() == data.y_train.tolist()
+
+
+def test_cifar_with_a_missing_or_malformed_batch_says_which(tmp_path):
+    with pytest.raises(DatasetError, match="data_batch_1"):
+        load_dataset("cifar10", tmp_path)
+    for i in range(1, 6):
+        _cifar_batch(tmp_path / f"data_batch_{i}", np.zeros((2, 3072), np.uint8), [0, 1])
+    _cifar_batch(tmp_path / "test_batch", np.zeros((2, 100), np.uint8), [0, 1])
+    with pytest.raises(DatasetError, match="3072"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_a_class_subset_keeps_only_those_labels_relabelled_in_order():
+    full = load_dataset("digits")
+    pair = load_dataset("digits", classes=[8, 3])
+    assert pair.classes == 2 and set(pair.y_train.tolist()) == {0, 1}
+    assert len(pair.x_train) == int(((full.y_train == 8) | (full.y_train == 3)).sum())
+    assert (full.x_train[full.y_train == 8][0] == pair.x_train[pair.y_train == 0][0]).all()
+    for bad in ([3], [3, 3], [3, 10]):
+        with pytest.raises(DatasetError, match="two distinct labels"):
+            load_dataset("digits", classes=bad)

@@ -104,12 +104,21 @@ def test_autograd_rules_refuse_a_device_without_autograd(tmp_path, monkeypatch):
         _trainer(tmp_path, rule="mf-ad", device="sim://crossbar?layers=64,256,256")
 
 
+@pytest.mark.parametrize("rule, floor", [("mf-dd", 0.88), ("mf-ad", 0.90)])
+def test_a_cnn_trains_digits(tmp_path, rule, floor):
+    trainer = _trainer(tmp_path, rule=rule, conv="8c3p2", hidden=[32], epochs=10, batch_size=32, lr=0.01)
+    assert [s.kind for s in trainer.info.layers] == ["conv", "dense"]
+    summary = trainer.fit()
+    assert summary["test_accuracy_cumulative"] >= floor
+
+
 def test_sim_url_gets_the_dataset_width_and_hidden_sizes():
     assert resolve_device_url("sim://crossbar", 784, [100, 50]) == "sim://crossbar?layers=784,100,50"
     assert resolve_device_url("sim://crossbar?activation=tanh", 64, [8]) == \
         "sim://crossbar?activation=tanh&layers=64,8"
     assert resolve_device_url("sim://crossbar?layers=4,2", 64, [8]) == "sim://crossbar?layers=4,2"
     assert resolve_device_url("serial:///dev/ttyACM0", 64, [8]) == "serial:///dev/ttyACM0"
+    assert resolve_device_url("sim://crossbar", 64, [8], "4c3p2") == "sim://crossbar?layers=64,8&conv=4c3p2"
 
 
 def test_mf_dd_uses_no_autograd(tmp_path, monkeypatch):

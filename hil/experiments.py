@@ -1,0 +1,341 @@
+"""The seed papers' experiments as commands: ``hil bench rq1``, ``hil bench rq2``, ``hil bench mdfa``.
+
+Each trains a grid of configs over several seeds on the simulated crossbar and writes
+``NAME.json`` (every run's config, summary and history), ``NAME.md`` (mean +- std over the seeds,
+published numbers beside) and ``NAME.png`` to a results folder. ``smoke`` is a short version on
+digits that CI runs; the benchmark scripts in ``bench/`` share the helpers here.
+"""
+
+import json
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hil.config import build_config
+from hil.data import DEFAULT_DIRS
+from hil.runs import RunFolder
+from hil.trainer import Trainer
+
+# the poster's test accuracies (BP, MF+AD, MF+DD P=4; cumulative), reference.md section 1
+POSTER = {
+    ("mnist", "MLP"): (0.973, 0.950, 0.933), ("fashion-mnist", "MLP"): (0.879, 0.860, 0.837),
+    ("cifar10", "MLP"): (0.486, 0.526, 0.376), ("cifar100", "MLP"): (0.208, 0.189, 0.109),
+    ("mnist", "CNN"): (0.989, 0.965, 0.949), ("fashion-mnist", "CNN"): (0.911, 0.883, 0.842),
+    ("cifar10", "CNN"): (0.731, 0.552, 0.418), ("cifar100", "CNN"): (0.430, 0.274, 0.176),
+}
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
+
+
+@dataclass
+class Settings:
+    """What every experiment takes from the command line."""
+
+    out: Path = Path("results")
+    seeds: int = 3
+    epochs: int | None = None
+    datasets: list[str] = field(default_factory=list)
+    data_dir: Path | None = None
+    smoke: bool = False
+    threads: int | None = None
+
+
+# ---------------------------------------------------------------------------- running and writing
+
+
+def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False) -> dict[str, Any]:
+    """Train one config in a scratch run folder; return its summary, history and epoch times.
+
+    With ``keep_trainer`` the result also holds the trainer (model and device) under "trainer".
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        config = build_config({**values, "run_dir": Path(scratch) / "run"})
+        trainer = Trainer(config, RunFolder.create(config), progress=sys.stderr.isatty())
+        started = time.perf_counter()
+        summary = trainer.fit()
+        wall = time.perf_counter() - started
+    history = trainer.history
+    seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}, *history], history)]
+    headline = "test_accuracy_cumulative" if summary["test_accuracy_cumulative"] is not None \
+        else "test_accuracy_final_layer"
+    best = max(history, key=lambda row: row[headline])
+    print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "
+          f"{summary['test_accuracy_final_layer']:.4f}), {wall:.0f} s", file=sys.stderr)
+    result = {
+        "label": label, "config": config.model_dump(mode="json", exclude={"run_dir"}),
+        "summary": summary, "history": history, "wall_seconds": wall,
+        "train_seconds_per_epoch": sum(seconds) / len(seconds),
+        "best_epoch": best["epoch"], "best_test_accuracy": best[headline],
+    }
+    if keep_trainer:
+        result["trainer"] = trainer
+    return result
+
+
+def environment() -> dict[str, Any]:
+    argv = sys.argv
+    prefix = ["hil"] if Path(argv[0]).name == "hil" else ["python", argv[0]]
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "command": " ".join([*prefix, *(shlex.quote(a) for a in argv[1:])])}
+
+
+def write_results(out: Path, name: str, payload: dict[str, Any], table: str) -> None:
+    """Write ``name.json`` and ``name.md`` (table plus the command that produced it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    command = payload["environment"]["command"]
+    (out / f"{name}.md").write_text(f"{table}\nProduced by `{command}` "
+                                    f"(torch {payload['environment']['torch']}, "
+                                    f"{payload['environment']['cpu_threads']} CPU threads).\n")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(path: Path, runs: list[dict[str, Any]], title: str) -> None:
+    """Test accuracy per epoch of every run (cumulative solid, final layer dashed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        epochs = [row["epoch"] for row in run["history"]]
+        line, = ax.plot(epochs, [row["test_accuracy_final_layer"] for row in run["history"]], "--", alpha=0.6)
+        if run["summary"]["test_accuracy_cumulative"] is not None:
+            ax.plot(epochs, [row["test_accuracy_cumulative"] for row in run["history"]], "-",
+                    color=line.get_color(), label=f"{run['label']} (cumulative)")
+        line.set_label(f"{run['label']} (final layer)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- seeds and statistics
+
+
+def over_seeds(settings: Settings, values: dict[str, Any], label: str) -> dict[str, Any]:
+    """Run ``values`` once per seed; the group keeps every run and their mean +- std."""
+    runs = [run_config({**values, "seed": seed, "threads": settings.threads}, f"{label}, seed {seed}")
+            for seed in range(settings.seeds)]
+    group: dict[str, Any] = {"label": label, "runs": runs}
+    for key in ("test_accuracy", "test_accuracy_final_layer"):
+        group[key] = _stats([r["summary"][key] for r in runs])
+    group["seconds_per_epoch"] = _stats([r["train_seconds_per_epoch"] for r in runs])
+    group["queries_per_step"] = runs[0]["summary"]["queries_per_step"]
+    return group
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def _pm(stats: dict[str, float]) -> str:
+    return f"{stats['mean']:.4f} +- {stats['std']:.4f}"
+
+
+def _mean_curve(group: dict[str, Any], key: str) -> list[float]:
+    return [statistics.fmean(r["history"][e][key] for r in group["runs"]) for e in range(len(group["runs"][0]["history"]))]
+
+
+def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: str, extra: dict[str, Any],
+            plot: Callable[[Path], None]) -> Path:
+    payload = {"environment": environment(), "seeds": list(range(settings.seeds)), **extra,
+               "groups": [{k: v for k, v in g.items()} for g in groups]}
+    write_results(settings.out, name, payload, table)
+    plot(settings.out / f"{name}.png")
+    print(table)
+    return settings.out / f"{name}.md"
+
+
+def available_datasets(settings: Settings) -> list[str]:
+    """The datasets named, or digits plus every image dataset installed in its default folder."""
+    if settings.smoke:
+        return ["digits"]
+    if settings.datasets:
+        return settings.datasets
+    return ["digits", *(name for name in IMAGE_DATASETS if DEFAULT_DIRS[name].is_dir())]
+
+
+def _data_dir(settings: Settings, dataset: str) -> Path | None:
+    """``--data-dir`` applies to the image dataset an experiment names (never to digits)."""
+    return settings.data_dir if dataset != "digits" else None
+
+
+# ---------------------------------------------------------------------------- rq1
+
+
+def rq1(settings: Settings) -> Path:
+    """The poster's accuracy table: BP, MF+AD and MF+DD (P=4), MLP and CNN, on each dataset."""
+    epochs = settings.epochs or (5 if settings.smoke else 20)
+    nets = ({"MLP": {"hidden": [32]}, "CNN": {"conv": "8c3p2", "hidden": [32]}} if settings.smoke else
+            {"MLP": {"hidden": [1000, 1000]}, "CNN": {"conv": "32c3p2,64c3p2", "hidden": [256]}})
+    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
+             "lr": 1e-2 if settings.smoke else 3e-3}
+    groups, rows = [], []
+    for dataset in available_datasets(settings):
+        for net, shape in nets.items():
+            cells = []
+            for rule, extra in (("bp", {}), ("mf-ad", {}), ("mf-dd", {"directions": 4})):
+                values = {**train, **shape, **extra, "rule": rule, "dataset": dataset,
+                          "data_dir": _data_dir(settings, dataset)}
+                group = over_seeds(settings, values, f"{dataset} {net} {rule}")
+                group.update(dataset=dataset, net=net, rule=rule)
+                groups.append(group)
+                cells.append(group)
+            poster = POSTER.get((dataset, net))
+            rows.append(f"| {dataset} | {net} | " + " | ".join(
+                _pm(g["test_accuracy"]) + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
+                for g in cells) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
+    table = (f"{settings.seeds} seeds, {epochs} epochs, ideal simulated crossbar; mean +- std of test accuracy "
+             "(cumulative for Mono-Forward; final layer mean in parentheses).\n\n"
+             "| dataset | net | BP | MF+AD | MF+DD (P=4) | poster BP / AD / DD |\n|---|---|---|---|---|---|\n"
+             + "\n".join(rows) + "\n")
+    return _finish(settings, "rq1_smoke" if settings.smoke else "rq1", groups, table,
+                   {"nets": nets, "train": train}, lambda path: _plot_rq1(path, groups))
+
+
+def _plot_rq1(path: Path, groups: list[dict[str, Any]]) -> None:
+    plt = _pyplot()
+    panels = sorted({(g["dataset"], g["net"]) for g in groups})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (dataset, net) in zip(axes[0], panels):
+        for g in (g for g in groups if (g["dataset"], g["net"]) == (dataset, net)):
+            key = "test_accuracy_final_layer" if g["rule"] == "bp" else "test_accuracy_cumulative"
+            curve = _mean_curve(g, key)
+            ax.plot(range(1, len(curve) + 1), curve, label=g["rule"])
+        ax.set_title(f"{dataset} {net}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"test accuracy (mean of {len(groups[0]['runs'])} seeds)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- rq2
+
+
+def rq2(settings: Settings) -> Path:
+    """MF+DD for P in {1, 2, 4, 8}, mean and projection: accuracy, validation loss, time per epoch."""
+    dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
+    epochs = settings.epochs or (5 if settings.smoke else 20)
+    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
+             "lr": 1e-2 if settings.smoke else 3e-3, "hidden": [32] if settings.smoke else [1000, 1000],
+             "rule": "mf-dd", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
+    groups, rows = [], []
+    for p in (1, 2, 4, 8):
+        for combine in ("mean", "projection"):
+            group = over_seeds(settings, {**train, "directions": p, "combine": combine}, f"P={p} {combine}")
+            group.update(directions=p, combine=combine)
+            groups.append(group)
+            rows.append(f"| {p} | {combine} | {_pm(group['test_accuracy'])} | "
+                        f"{group['test_accuracy_final_layer']['mean']:.4f} | "
+                        f"{_mean_curve(group, 'test_loss')[-1]:.4f} | "
+                        f"{group['seconds_per_epoch']['mean']:.2f} | {group['queries_per_step']:.0f} |")
+    table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
+             "crossbar.\n\n| P | combine | test acc. cumulative | final layer | validation loss | "
+             "train s / epoch | queries / step |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return _finish(settings, "rq2_smoke" if settings.smoke else "rq2", groups, table, {"train": train},
+                   lambda path: _plot_rq2(path, groups))
+
+
+def _plot_rq2(path: Path, groups: list[dict[str, Any]]) -> None:
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax, time_ax) = plt.subplots(1, 3, figsize=(14, 4))
+    colors: dict[int, Any] = {}
+    for g in groups:
+        style = "-" if g["combine"] == "mean" else "--"
+        curve = _mean_curve(g, "test_loss")
+        line, = loss_ax.plot(range(1, len(curve) + 1), curve, style, color=colors.get(g["directions"]),
+                             label=f"P={g['directions']} {g['combine']}")
+        colors[g["directions"]] = line.get_color()
+    for combine, style in (("mean", "o-"), ("projection", "s--")):
+        chosen = [g for g in groups if g["combine"] == combine]
+        ps = [g["directions"] for g in chosen]
+        acc_ax.errorbar(ps, [g["test_accuracy"]["mean"] for g in chosen],
+                        yerr=[g["test_accuracy"]["std"] for g in chosen], fmt=style, capsize=3, label=combine)
+        time_ax.plot(ps, [g["seconds_per_epoch"]["mean"] for g in chosen], style, label=combine)
+    loss_ax.set(xlabel="epoch", ylabel="validation loss (final layer)", title="validation loss")
+    acc_ax.set(xlabel="P", ylabel="test accuracy (cumulative)", title="accuracy against P", xscale="log")
+    time_ax.set(xlabel="P", ylabel="train seconds per epoch", title="time against P", xscale="log")
+    for ax in (loss_ax, acc_ax, time_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- mdfa
+
+FASHION_PAIRS = [(0, 6), (2, 4), (5, 7), (1, 3)]  # T-shirt/shirt, pullover/coat, sandal/sneaker, trouser/dress
+DIGIT_PAIRS = [(3, 8), (1, 7)]
+
+
+def mdfa(settings: Settings) -> Path:
+    """BP, DFA and monotone DFA on binary tasks (pairs of classes) and on all classes, tanh MLP."""
+    dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
+    epochs = settings.epochs or (5 if settings.smoke else 10)
+    pairs = DIGIT_PAIRS if dataset == "digits" else FASHION_PAIRS
+    tasks: list[list[int] | None] = [list(p) for p in pairs] + [None]
+    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
+             "lr": 1e-2, "hidden": [32, 32] if settings.smoke else [256, 256],
+             "device": "sim://crossbar?activation=tanh", "dataset": dataset,
+             "data_dir": _data_dir(settings, dataset)}
+    groups, rows = [], []
+    for classes in tasks:
+        name = f"classes {classes[0]} vs {classes[1]}" if classes else "all classes"
+        cells = []
+        for rule in ("bp", "dfa", "mdfa"):
+            group = over_seeds(settings, {**train, "rule": rule, "classes": classes}, f"{name} {rule}")
+            group.update(task=name, rule=rule)
+            groups.append(group)
+            cells.append(group)
+        gap = cells[2]["test_accuracy"]["mean"] - cells[1]["test_accuracy"]["mean"]
+        rows.append(f"| {name} | " + " | ".join(_pm(g["test_accuracy"]) for g in cells) + f" | {gap:+.4f} |")
+    table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
+             "crossbar; test accuracy of the final layer.\n\n| task | BP | DFA | mDFA | mDFA - DFA |\n"
+             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return _finish(settings, "mdfa_smoke" if settings.smoke else "mdfa", groups, table, {"train": train},
+                   lambda path: _plot_mdfa(path, groups))
+
+
+def _plot_mdfa(path: Path, groups: list[dict[str, Any]]) -> None:
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(g["task"] for g in groups))
+    fig, ax = plt.subplots(figsize=(1.8 * len(tasks) + 3, 4))
+    for offset, rule in enumerate(("bp", "dfa", "mdfa")):
+        chosen = [next(g for g in groups if g["task"] == t and g["rule"] == rule) for t in tasks]
+        ax.bar([i + (offset - 1) * 0.27 for i in range(len(tasks))], [g["test_accuracy"]["mean"] for g in chosen],
+               0.27, yerr=[g["test_accuracy"]["std"] for g in chosen], capsize=3, label=rule)
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+EXPERIMENTS: dict[str, Callable[[Settings], Path]] = {"rq1": rq1, "rq2": rq2, "mdfa": mdfa}

@@ -1,0 +1,54 @@
+"""``hil bench``: each experiment's smoke version runs end to end and writes JSON, markdown and PNG."""
+
+import json
+
+import pytest
+
+from hil.cli import main
+
+
+def _run(tmp_path, experiment, *extra):
+    assert main(["bench", experiment, "--smoke", "--seeds", "2", "--epochs", "3", "--out", str(tmp_path),
+                 "--threads", "1", *extra]) == 0
+    name = f"{experiment}_smoke"
+    for suffix in (".json", ".md", ".png"):
+        assert (tmp_path / f"{name}{suffix}").stat().st_size > 0
+    return json.loads((tmp_path / f"{name}.json").read_text()), (tmp_path / f"{name}.md").read_text()
+
+
+def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
+    payload, table = _run(tmp_path, "rq1")
+    groups = {(g["net"], g["rule"]): g for g in payload["groups"]}
+    assert set(groups) == {(net, rule) for net in ("MLP", "CNN") for rule in ("bp", "mf-ad", "mf-dd")}
+    assert all(len(g["runs"]) == 2 and g["test_accuracy"]["n"] == 2 for g in groups.values())
+    assert [r["config"]["seed"] for r in groups["CNN", "mf-dd"]["runs"]] == [0, 1]
+    assert groups["CNN", "mf-dd"]["runs"][0]["summary"]["device"].endswith("conv=8c3p2")
+    assert groups["MLP", "mf-dd"]["queries_per_step"] == 1 + 2 * 4
+    assert all(g["test_accuracy"]["mean"] > 0.8 for g in groups.values())
+    assert "| digits | CNN |" in table and "+-" in table
+
+
+def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
+    payload, table = _run(tmp_path, "rq2")
+    cells = {(g["directions"], g["combine"]): g for g in payload["groups"]}
+    assert set(cells) == {(p, c) for p in (1, 2, 4, 8) for c in ("mean", "projection")}
+    for (p, _), g in cells.items():
+        assert g["queries_per_step"] == 1 + 2 * p
+        assert all(len(r["history"]) == 3 and r["history"][-1]["test_loss"] > 0 for r in g["runs"])
+    assert "| 8 | projection |" in table
+
+
+def test_mdfa_smoke_covers_pairs_and_all_classes(tmp_path):
+    payload, table = _run(tmp_path, "mdfa")
+    tasks = {g["task"] for g in payload["groups"]}
+    assert tasks == {"classes 3 vs 8", "classes 1 vs 7", "all classes"}
+    binary = [g for g in payload["groups"] if g["task"] != "all classes"]
+    assert all(g["test_accuracy"]["mean"] > 0.85 for g in binary)
+    assert "mDFA - DFA" in table
+
+
+def test_bench_refuses_bad_arguments(capsys):
+    assert main(["bench", "rq1", "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "rq9"])
