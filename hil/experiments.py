@@ -158,8 +158,9 @@ def _mean_curve(group: dict[str, Any], key: str) -> list[float]:
 
 def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: str, extra: dict[str, Any],
             plot: Callable[[Path], None]) -> Path:
+    name = f"{name}_smoke" if settings.smoke else name
     payload = {"environment": environment(), "seeds": list(range(settings.seeds)), **extra,
-               "groups": [{k: v for k, v in g.items()} for g in groups]}
+               "groups": groups}
     write_results(settings.out, name, payload, table)
     plot(settings.out / f"{name}.png")
     print(table)
@@ -209,7 +210,7 @@ def rq1(settings: Settings) -> Path:
              "(cumulative for Mono-Forward; final layer mean in parentheses).\n\n"
              "| dataset | net | BP | MF+AD | MF+DD (P=4) | poster BP / AD / DD |\n|---|---|---|---|---|---|\n"
              + "\n".join(rows) + "\n")
-    return _finish(settings, "rq1_smoke" if settings.smoke else "rq1", groups, table,
+    return _finish(settings, "rq1", groups, table,
                    {"nets": nets, "train": train}, lambda path: _plot_rq1(path, groups))
 
 
@@ -255,7 +256,7 @@ def rq2(settings: Settings) -> Path:
     table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
              "crossbar.\n\n| P | combine | test acc. cumulative | final layer | validation loss | "
              "train s / epoch | queries / step |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    return _finish(settings, "rq2_smoke" if settings.smoke else "rq2", groups, table, {"train": train},
+    return _finish(settings, "rq2", groups, table, {"train": train},
                    lambda path: _plot_rq2(path, groups))
 
 
@@ -316,7 +317,7 @@ def mdfa(settings: Settings) -> Path:
     table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
              "crossbar; test accuracy of the final layer.\n\n| task | BP | DFA | mDFA | mDFA - DFA |\n"
              "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    return _finish(settings, "mdfa_smoke" if settings.smoke else "mdfa", groups, table, {"train": train},
+    return _finish(settings, "mdfa", groups, table, {"train": train},
                    lambda path: _plot_mdfa(path, groups))
 
 
