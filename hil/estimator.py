@@ -91,16 +91,16 @@ def _class_sums(scale: torch.Tensor, shift: torch.Tensor, weights: torch.Tensor)
     """
     reach = max(-float(shift.min()), float(shift.max())) * float(weights.abs().amax())
     order = series_order(reach)
-    total = torch.empty_like(shift)
     if order is None:
+        total = torch.zeros_like(shift)
         term = torch.empty_like(shift[0])
-        total.zero_()
         for s in range(shift.shape[0]):  # one (B, K) slab at a time stays in cache
             for c in range(weights.shape[0]):
                 torch.mul(shift[s], weights[c], out=term)
                 total[s].addcmul_(term.exp_(), scale[:, c, None])
         return total
     coef = [scale @ weights.pow(j).div_(math.factorial(j)) for j in range(order + 1)]
+    total = torch.empty_like(shift)
     spare = torch.empty_like(shift[0])
     for s in range(shift.shape[0]):
         # Horner: acc = coef_J; acc = coef_j + acc * shift, ending in total[s]

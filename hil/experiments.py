@@ -153,7 +153,8 @@ def _pm(stats: dict[str, float]) -> str:
 
 
 def _mean_curve(group: dict[str, Any], key: str) -> list[float]:
-    return [statistics.fmean(r["history"][e][key] for r in group["runs"]) for e in range(len(group["runs"][0]["history"]))]
+    epochs = len(group["runs"][0]["history"])
+    return [statistics.fmean(r["history"][e][key] for r in group["runs"]) for e in range(epochs)]
 
 
 def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: str, extra: dict[str, Any],
@@ -176,6 +177,12 @@ def available_datasets(settings: Settings) -> list[str]:
     return ["digits", *(name for name in IMAGE_DATASETS if DEFAULT_DIRS[name].is_dir())]
 
 
+def _training(settings: Settings, full_epochs: int, full_lr: float) -> dict[str, Any]:
+    """Epochs, cosine-annealed Adam rate and batch: short and small-batch for ``smoke``."""
+    return {"epochs": settings.epochs or (5 if settings.smoke else full_epochs), "lr_schedule": "cosine",
+            "batch_size": 32 if settings.smoke else 128, "lr": 1e-2 if settings.smoke else full_lr}
+
+
 def _data_dir(settings: Settings, dataset: str) -> Path | None:
     """``--data-dir`` applies to the image dataset an experiment names (never to digits)."""
     return settings.data_dir if dataset != "digits" else None
@@ -186,11 +193,9 @@ def _data_dir(settings: Settings, dataset: str) -> Path | None:
 
 def rq1(settings: Settings) -> Path:
     """The poster's accuracy table: BP, MF+AD and MF+DD (P=4), MLP and CNN, on each dataset."""
-    epochs = settings.epochs or (5 if settings.smoke else 20)
     nets = ({"MLP": {"hidden": [32]}, "CNN": {"conv": "8c3p2", "hidden": [32]}} if settings.smoke else
             {"MLP": {"hidden": [1000, 1000]}, "CNN": {"conv": "32c3p2,64c3p2", "hidden": [256]}})
-    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
-             "lr": 1e-2 if settings.smoke else 3e-3}
+    train = _training(settings, 20, 3e-3)
     groups, rows = [], []
     for dataset in available_datasets(settings):
         for net, shape in nets.items():
@@ -204,10 +209,11 @@ def rq1(settings: Settings) -> Path:
                 cells.append(group)
             poster = POSTER.get((dataset, net))
             rows.append(f"| {dataset} | {net} | " + " | ".join(
-                _pm(g["test_accuracy"]) + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
+                _pm(g["test_accuracy"])
+                + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
                 for g in cells) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
-    table = (f"{settings.seeds} seeds, {epochs} epochs, ideal simulated crossbar; mean +- std of test accuracy "
-             "(cumulative for Mono-Forward; final layer mean in parentheses).\n\n"
+    table = (f"{settings.seeds} seeds, {train['epochs']} epochs, ideal simulated crossbar; "
+             "mean +- std of test accuracy (cumulative for Mono-Forward; final layer mean in parentheses).\n\n"
              "| dataset | net | BP | MF+AD | MF+DD (P=4) | poster BP / AD / DD |\n|---|---|---|---|---|---|\n"
              + "\n".join(rows) + "\n")
     return _finish(settings, "rq1", groups, table,
@@ -239,9 +245,7 @@ def _plot_rq1(path: Path, groups: list[dict[str, Any]]) -> None:
 def rq2(settings: Settings) -> Path:
     """MF+DD for P in {1, 2, 4, 8}, mean and projection: accuracy, validation loss, time per epoch."""
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
-    epochs = settings.epochs or (5 if settings.smoke else 20)
-    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
-             "lr": 1e-2 if settings.smoke else 3e-3, "hidden": [32] if settings.smoke else [1000, 1000],
+    train = {**_training(settings, 20, 3e-3), "hidden": [32] if settings.smoke else [1000, 1000],
              "rule": "mf-dd", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
     groups, rows = [], []
     for p in (1, 2, 4, 8):
@@ -253,7 +257,7 @@ def rq2(settings: Settings) -> Path:
                         f"{group['test_accuracy_final_layer']['mean']:.4f} | "
                         f"{_mean_curve(group, 'test_loss')[-1]:.4f} | "
                         f"{group['seconds_per_epoch']['mean']:.2f} | {group['queries_per_step']:.0f} |")
-    table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
+    table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, ideal simulated "
              "crossbar.\n\n| P | combine | test acc. cumulative | final layer | validation loss | "
              "train s / epoch | queries / step |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return _finish(settings, "rq2", groups, table, {"train": train},
@@ -296,11 +300,9 @@ DIGIT_PAIRS = [(3, 8), (1, 7)]
 def mdfa(settings: Settings) -> Path:
     """BP, DFA and monotone DFA on binary tasks (pairs of classes) and on all classes, tanh MLP."""
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
-    epochs = settings.epochs or (5 if settings.smoke else 10)
     pairs = DIGIT_PAIRS if dataset == "digits" else FASHION_PAIRS
     tasks: list[list[int] | None] = [list(p) for p in pairs] + [None]
-    train = {"epochs": epochs, "lr_schedule": "cosine", "batch_size": 32 if settings.smoke else 128,
-             "lr": 1e-2, "hidden": [32, 32] if settings.smoke else [256, 256],
+    train = {**_training(settings, 10, 1e-2), "hidden": [32, 32] if settings.smoke else [256, 256],
              "device": "sim://crossbar?activation=tanh", "dataset": dataset,
              "data_dir": _data_dir(settings, dataset)}
     groups, rows = [], []
@@ -314,8 +316,8 @@ def mdfa(settings: Settings) -> Path:
             cells.append(group)
         gap = cells[2]["test_accuracy"]["mean"] - cells[1]["test_accuracy"]["mean"]
         rows.append(f"| {name} | " + " | ".join(_pm(g["test_accuracy"]) for g in cells) + f" | {gap:+.4f} |")
-    table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {epochs} epochs, ideal simulated "
-             "crossbar; test accuracy of the final layer.\n\n| task | BP | DFA | mDFA | mDFA - DFA |\n"
+    table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, "
+             "ideal simulated crossbar; test accuracy of the final layer.\n\n| task | BP | DFA | mDFA | mDFA - DFA |\n"
              "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return _finish(settings, "mdfa", groups, table, {"train": train},
                    lambda path: _plot_mdfa(path, groups))

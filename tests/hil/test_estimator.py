@@ -6,12 +6,12 @@ import torch
 from devices.directions import directions
 from hil.estimator import (
     chunk_losses,
-    series_order,
     combine,
     estimate_layer,
     estimate_projection,
     exact_projection_grad,
     goodness_loss,
+    series_order,
 )
 from simulators import CrossbarOptions, SimulatedCrossbar
 

@@ -18,7 +18,8 @@ def _setup(rule, activation, seed=0):
     model = MonoForward.initialise(device.info(), classes=4, seed=seed)
     config = build_config({"rule": rule, "device": "sim://crossbar", "seed": seed})
     g = torch.Generator().manual_seed(seed + 1)
-    return device, model, make_rule(device, model, config), torch.rand(16, 12, generator=g), torch.randint(0, 4, (16,), generator=g)
+    x, y = torch.rand(16, 12, generator=g), torch.randint(0, 4, (16,), generator=g)
+    return device, model, make_rule(device, model, config), x, y
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "hardtanh"])
