@@ -165,22 +165,32 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", help="comma-separated datasets (default: digits and every one installed; "
                        "rq2 and mdfa take the first, default fashion-mnist)")
     bench.add_argument("--data-dir", type=Path, help="folder of the image dataset named")
+    bench.add_argument("--nets", help="rq1: comma-separated networks, MLP and/or CNN (default: both)")
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
     bench.add_argument("--threads", type=int, help="CPU threads for torch")
     return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from hil.experiments import EXPERIMENTS, Settings
+    from hil.experiments import EXPERIMENTS, NETS, Settings
 
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         raise ConfigError("--seeds and --epochs must be at least 1")
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else []
+    datasets = _names(args.datasets)
+    nets = _names(args.nets) or list(NETS)
+    unknown = sorted(set(nets) - set(NETS))
+    if unknown:
+        raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
-                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads)
+                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads, nets=nets)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0
+
+
+def _names(text: str | None) -> list[str]:
+    """Comma-separated names, blanks dropped."""
+    return [n.strip() for n in text.split(",") if n.strip()] if text else []
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

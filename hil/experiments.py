@@ -33,6 +33,10 @@ POSTER = {
     ("cifar10", "CNN"): (0.731, 0.552, 0.418), ("cifar100", "CNN"): (0.430, 0.274, 0.176),
 }
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
+NETS = {  # rq1's networks: full size, and the smoke version's
+    "MLP": {"full": {"hidden": [1000, 1000]}, "smoke": {"hidden": [32]}},
+    "CNN": {"full": {"conv": "32c3p2,64c3p2", "hidden": [256]}, "smoke": {"conv": "8c3p2", "hidden": [32]}},
+}
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Settings:
     data_dir: Path | None = None
     smoke: bool = False
     threads: int | None = None
+    nets: list[str] = field(default_factory=lambda: list(NETS))
 
 
 # ---------------------------------------------------------------------------- running and writing
@@ -193,8 +198,7 @@ def _data_dir(settings: Settings, dataset: str) -> Path | None:
 
 def rq1(settings: Settings) -> Path:
     """The poster's accuracy table: BP, MF+AD and MF+DD (P=4), MLP and CNN, on each dataset."""
-    nets = ({"MLP": {"hidden": [32]}, "CNN": {"conv": "8c3p2", "hidden": [32]}} if settings.smoke else
-            {"MLP": {"hidden": [1000, 1000]}, "CNN": {"conv": "32c3p2,64c3p2", "hidden": [256]}})
+    nets = {net: NETS[net]["smoke" if settings.smoke else "full"] for net in settings.nets}
     train = _training(settings, 20, 3e-3)
     groups, rows = [], []
     for dataset in available_datasets(settings):

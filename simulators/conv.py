@@ -61,14 +61,17 @@ def patches(shape: ConvShape, x: torch.Tensor) -> torch.Tensor:
 
 
 def assemble(shape: ConvShape, rows: torch.Tensor, batch: int) -> torch.Tensor:
-    """Per-patch outputs (..., B*H*W, C_out) to pooled channel-major activations (..., B, outputs)."""
+    """Per-patch outputs (..., B*H*W, C_out) to pooled channel-major activations (..., B, outputs).
+
+    The maps are pooled in the patches' own (channels-last) layout, so only the pooled maps
+    are copied into channel-major order.
+    """
     lead = rows.shape[:-2]
-    maps = rows.reshape(-1, batch, shape.height, shape.width, shape.out_channels).permute(0, 1, 4, 2, 3)
-    maps = maps.reshape(-1, shape.out_channels, shape.height, shape.width)
+    maps = rows.reshape(-1, shape.height, shape.width, shape.out_channels).permute(0, 3, 1, 2)
     if shape.pool > 1:
         pool = F.avg_pool2d if shape.pooling == "avg" else F.max_pool2d
         maps = pool(maps, shape.pool)
-    return maps.reshape(*lead, batch, -1)
+    return maps.contiguous().reshape(*lead, batch, -1)
 
 
 def reference(shape: ConvShape, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

@@ -16,7 +16,7 @@ advances with writes, reads and the link, so drift happens between queries as on
 import copy
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from pydantic import Field
@@ -42,8 +42,24 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "hardtanh": torch.nn.functional.hardtanh,
     "identity": lambda z: z,
 }
+IN_PLACE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "hardtanh": torch.nn.functional.hardtanh_,
+    "identity": lambda z: z,
+}
+"""The activations again, overwriting a fresh tensor of pre-activations (the array's own reads)."""
 PCM_G_MAX_US = 25.0
 BYTES_PER_VALUE = 4
+
+
+class LastRead(NamedTuple):
+    """A layer's last read, kept so the pairs that follow it on the same input skip repeating it."""
+
+    input: torch.Tensor
+    version: int
+    rows: torch.Tensor
+    sums: torch.Tensor | None
 
 
 class CrossbarOptions(SimOptions):
@@ -138,6 +154,7 @@ class SimulatedCrossbar(Device):
         )
         self._counters = Counters()
         self._act = ACTIVATIONS[opts.activation]
+        self._act_ = IN_PLACE[opts.activation]
         self.streams = NoiseStreams(opts.seed)
         self.clock = 0.0
         n_layers = len(self._info.layers)
@@ -145,7 +162,7 @@ class SimulatedCrossbar(Device):
         self._programmed: list[torch.Tensor | None] = [None] * n_layers
         self._written_at = [0.0] * n_layers
         self._layer_writes = [0] * n_layers
-        self._exact_read: list[tuple[torch.Tensor, int, torch.Tensor] | None] = [None] * n_layers
+        self._last_read: list[LastRead | None] = [None] * n_layers
         self._static = [self._draw_static(spec, i) for i, spec in enumerate(self._info.layers)]
 
     # ----------------------------------------------------------------- the Device contract
@@ -185,7 +202,7 @@ class SimulatedCrossbar(Device):
         self._link(x.numel() + len(perturbation.seeds) + 4, 0)
         batch = len(x)
         with torch.no_grad():
-            x = self._rows(layer, self._dac(x.to(self._dev)))
+            x, known_sums = self._read_rows(layer, x.to(self._dev), params["weight"].to(self._dev))
             v = perturbation.vectors(spec, self._dev)
             reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
             largest = max(_largest_magnitude(t) for t in params.values())
@@ -193,7 +210,7 @@ class SimulatedCrossbar(Device):
                 # Writes land exactly and nothing clips; the array's product is linear in its
                 # conductances: (W +- eps V) x = W x +- eps V x, so P direction products serve 2P queries.
                 along = split_chunks(spec, v)
-                s0 = self._base_sums(layer, x, params["weight"].to(self._dev))
+                s0 = self._column_sums(layer, x, params["weight"].to(self._dev)) if known_sums is None else known_sums
                 ds = self._column_sums(layer, x, along["weight"]).mul_(perturbation.eps)
                 sums = torch.empty(2 * n_dir, *s0.shape, dtype=s0.dtype, device=s0.device)
                 torch.add(s0, ds, out=sums[:n_dir])
@@ -207,9 +224,9 @@ class SimulatedCrossbar(Device):
                 written = self._program(layer, shifted["weight"], sigma_at=params["weight"].to(self._dev))
                 sums = self._column_sums(layer, x, written)
                 bias = shifted["bias"]
-            out = self._outputs(layer, self._act(self._periphery(layer, sums, x, bias)), batch)
+            out = self._outputs(layer, self._act_(self._periphery(layer, sums, x, bias, owned=True)), batch)
         self._target[layer] = None  # the array now holds the last perturbed weights
-        self._exact_read[layer] = None
+        self._last_read[layer] = None
         self._layer_writes[layer] += queries
         self._tick(queries * self._write_time(spec) + queries * len(x) * self.options.read_seconds)
         self._counters.queries += queries
@@ -248,7 +265,7 @@ class SimulatedCrossbar(Device):
         self._target, self._programmed = state["target"], state["programmed"]
         self._written_at, self._layer_writes = state["written_at"], state["layer_writes"]
         self._counters = state["counters"]
-        self._exact_read = [None] * len(self._info.layers)
+        self._last_read = [None] * len(self._info.layers)
 
     # ----------------------------------------------------------------- physics
 
@@ -268,21 +285,25 @@ class SimulatedCrossbar(Device):
         rows = self._rows(layer, self._dac(x))
         sums = self._column_sums(layer, rows, weight)
         exact = not self.options.weight_effects and "nu_plus" not in self._static[layer]
-        self._exact_read[layer] = (rows, rows._version, sums) if exact else None
-        out = self._act(self._periphery(layer, sums, rows,
-                                        params["bias"].to(self._dev)))
+        self._last_read[layer] = LastRead(x, x._version, rows, sums if exact else None)
+        out = self._act_(self._periphery(layer, sums, rows, params["bias"].to(self._dev)))
         self._counters.queries += 1
         self._tick(len(rows) * self.options.read_seconds)
         return self._outputs(layer, out, len(x))
 
-    def _base_sums(self, layer: int, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Column sums of ``weight`` on ``rows``, reused from the last read when that read these
-        very rows through exactly these weights (the host's base forward, in the ideal case)."""
-        last, target = self._exact_read[layer], self._target[layer]
-        if (last is not None and last[0] is rows and last[1] == rows._version and target is not None
-                and torch.equal(target["weight"], weight)):
-            return last[2]
-        return self._column_sums(layer, rows, weight)
+    def _read_rows(self, layer: int, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the array reads for input ``x`` and, when known, its exact column sums through ``weight``.
+
+        Both come from the last read of this layer when it read this very input, unchanged
+        (the host's base forward): its rows (DAC'd, and a conv layer's patches), and its sums
+        while the array holds exactly ``weight`` with nothing but the ideal product in between.
+        """
+        last, target = self._last_read[layer], self._target[layer]
+        if last is None or last.input is not x or last.version != x._version:
+            return self._rows(layer, self._dac(x)), None
+        if last.sums is None or target is None or not torch.equal(target["weight"], weight):
+            return last.rows, None
+        return last.rows, last.sums
 
     def _rows(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """What the array reads: the inputs themselves, or a conv layer's patches of them."""
@@ -348,8 +369,12 @@ class SimulatedCrossbar(Device):
         wt = torch.nn.functional.pad(weight, (0, pad)).reshape(*weight.shape[:-1], tiles, rows)
         return torch.matmul(xt, wt.movedim(-2, -3).transpose(-1, -2))
 
-    def _periphery(self, layer: int, sums: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Read and output noise, per-tile ADC, tile sum, gain and bias: pre-activations."""
+    def _periphery(self, layer: int, sums: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
+                   owned: bool = False) -> torch.Tensor:
+        """Read and output noise, per-tile ADC, tile sum, gain and bias: pre-activations.
+
+        ``owned`` sums are the caller's scratch and may be overwritten (never a cached read).
+        """
         opts = self.options
         if opts.read_noise > 0:
             # per-read weight noise sums over a tile's rows to N(0, sigma^2 |x_tile|^2) per output
@@ -357,13 +382,15 @@ class SimulatedCrossbar(Device):
             tiles = sums.shape[-3]
             xt = torch.nn.functional.pad(x, (0, tiles * rows - x.shape[-1])).reshape(len(x), tiles, rows)
             scale = opts.read_noise * xt.square().sum(-1).sqrt().T.unsqueeze(-1)
-            sums = sums + scale * self.streams.normal("read", "read", tuple(sums.shape)).to(self._dev)
+            sums, owned = sums + scale * self.streams.normal("read", "read", tuple(sums.shape)).to(self._dev), True
         if opts.output_noise > 0:
             sums = sums + self.streams.normal("read", "output", tuple(sums.shape), opts.output_noise).to(self._dev)
+            owned = True
         if opts.adc_bits:
-            sums = quantize(sums, opts.adc_bits, opts.adc_clip)
+            sums, owned = quantize(sums, opts.adc_bits, opts.adc_clip), True
         tiles = sums.squeeze(-3) if sums.shape[-3] == 1 else sums.sum(-3)
-        return torch.add(bias.unsqueeze(-2), tiles, alpha=self._info.layers[layer].gain)
+        out = tiles if owned or sums.shape[-3] > 1 else None
+        return torch.add(bias.unsqueeze(-2), tiles, alpha=self._info.layers[layer].gain, out=out)
 
     def _dac(self, x: torch.Tensor) -> torch.Tensor:
         return quantize(x, self.options.dac_bits, self.options.dac_clip) if self.options.dac_bits else x
