@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 import torch
 
 from devices.interface import Device, Perturbation
-from hil.estimator import goodness_loss
 from hil.model import MonoForward
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Ten
     params = model.device_params()
     with torch.no_grad():
         repeats = torch.stack([
-            torch.stack([goodness_loss(g, y) for g in model.goodness(device.forward(params, x))])
+            torch.stack([model.layer_loss(i, a, y) for i, a in enumerate(device.forward(params, x))])
             for _ in range(REPEATS)
         ])
         noise = float(repeats.std(0).max())
@@ -58,8 +57,7 @@ def choose_eps(device: Device, model: MonoForward, x: torch.Tensor, y: torch.Ten
                 seeds = tuple(range(1, directions[i] + 1))
                 plus, minus = device.perturbed_pairs(i, params[i], inputs[i],
                                                      Perturbation(seeds, trial, distribution))  # type: ignore[arg-type]
-                change = (goodness_loss(model.layer_goodness(i, plus), y)
-                          - goodness_loss(model.layer_goodness(i, minus), y)).abs().median().item()
+                change = (model.layer_loss(i, plus, y) - model.layer_loss(i, minus, y)).abs().median().item()
                 needed = SNR * math.sqrt(2) * noise
                 measured = max(measured, trial * needed / max(change, 1e-12))
     span = min(p.high - p.low for spec in info.layers for p in spec.params)

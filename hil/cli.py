@@ -45,6 +45,9 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("distribution", str, "rademacher, gaussian or sphere"),
     ("combine", str, "mean, or projection onto the span of the directions"),
     ("eps", float, "perturbation step in parameter units"),
+    ("goodness", str, "softmax (Mono-Forward: cross-entropy of a trained projection) or prototype "
+     "(FFzero: hinge on cosine to fixed class prototypes)"),
+    ("margin", float, "hinge margin of --goodness prototype"),
     ("m-update", str, "exact (closed-form local gradient) or dd for the host projection M"),
     ("seed", int, "seed for initialisation, data order and directions"),
     ("run-dir", Path, "run folder to create"),

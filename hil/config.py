@@ -4,9 +4,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from devices.directions import Distribution
+from hil.goodness import Goodness
 
 Rule = Literal["mf-dd", "mf-ad", "bp", "dfa", "mdfa"]
 Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100"]
@@ -54,6 +55,11 @@ class TrainConfig(BaseModel):
     eps: float | Literal["auto"] = Field(
         "auto", description="perturbation step in parameter units, or auto: calibrated at start-up"
     )
+    goodness: Goodness = Field(
+        "softmax", description="each layer's local loss: softmax (cross-entropy of a trained projection M, "
+                               "Mono-Forward) or prototype (hinge on cosine to fixed simplex prototypes, FFzero)"
+    )
+    margin: float = Field(0.3, gt=0, description="hinge margin of the prototype goodness")
     m_update: Literal["exact", "dd"] = Field(
         "exact", description="host projection M: closed-form local gradient or DD estimate"
     )
@@ -89,6 +95,13 @@ class TrainConfig(BaseModel):
         if min(v if isinstance(v, list) else [v], default=0) < 1:
             raise ValueError("every directions count must be at least 1")
         return v
+
+    @model_validator(mode="after")
+    def _goodness_fits_rule(self) -> "TrainConfig":
+        if self.goodness == "prototype" and self.rule in ("dfa", "mdfa"):
+            raise ValueError(f"rule {self.rule!r} trains a softmax readout; use goodness softmax, or the "
+                             "prototype goodness with mf-dd, mf-ad or bp")
+        return self
 
     def directions_per_layer(self, layers: int) -> list[int]:
         """P for each of ``layers`` layers; a list must name one P per layer."""

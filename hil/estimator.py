@@ -8,7 +8,7 @@ chunks one at a time, for 2P queries per layer instead of 2P per chunk.
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,16 @@ from devices.info import LayerSpec
 from devices.interface import Device, LayerParams, Perturbation, split_chunks
 
 Combine = Literal["mean", "projection"]
+
+
+class Objective(Protocol):
+    """A layer's local loss on its features (see :mod:`hil.goodness`)."""
+
+    def loss(self, feat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the batch, per leading index of ``feat`` (..., B, F)."""
+
+    def spliced(self, base: torch.Tensor, perturbed: torch.Tensor, y: torch.Tensor, chunks: int) -> torch.Tensor:
+        """(S, chunks) losses with only one chunk's features at a time taken from ``perturbed``."""
 
 
 def combine(dd: torch.Tensor, v: torch.Tensor, how: Combine) -> torch.Tensor:
@@ -170,7 +180,7 @@ def estimate_layer(
     params: LayerParams,
     layer_input: torch.Tensor,
     base_act: torch.Tensor,
-    projection: torch.Tensor,
+    objective: Objective,
     y: torch.Tensor,
     seeds: tuple[int, ...],
     eps: float,
@@ -179,7 +189,7 @@ def estimate_layer(
     splice: bool = True,
     features: Callable[[torch.Tensor], torch.Tensor] = lambda a: a,
 ) -> LayerParams:
-    """Estimate the gradient of layer ``layer``'s local loss for every parameter array.
+    """Estimate the gradient of layer ``layer``'s local loss (``objective``) for every parameter array.
 
     ``features`` maps activations to what M sees (the model's per-layer features). With
     ``splice`` (and a spliceable layer) this costs 2P queries; otherwise every chunk is
@@ -191,14 +201,13 @@ def estimate_layer(
         plus, minus = device.perturbed_pairs(layer, params, layer_input, pert)
         base = features(base_act)
         chunks = spec.n_chunks()
-        dd = (spliced_losses(base, features(plus), projection, y, chunks)
-              - spliced_losses(base, features(minus), projection, y, chunks)) / (2 * eps)
+        dd = (objective.spliced(base, features(plus), y, chunks)
+              - objective.spliced(base, features(minus), y, chunks)) / (2 * eps)
     else:
         dd = torch.empty(n_dir, spec.n_chunks(), device=base_act.device)
         for k in range(spec.n_chunks()):
             chunk = Perturbation(seeds, eps, distribution, chunk=k)  # type: ignore[arg-type]
             plus, minus = device.perturbed_pairs(layer, params, layer_input, chunk)
-            dd[:, k] = (goodness_loss(features(plus) @ projection.T, y)
-                        - goodness_loss(features(minus) @ projection.T, y)) / (2 * eps)
+            dd[:, k] = (objective.loss(features(plus), y) - objective.loss(features(minus), y)) / (2 * eps)
     v = pert.vectors(spec, base_act.device)
     return split_chunks(spec, combine(dd, v, how))

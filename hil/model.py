@@ -1,8 +1,10 @@
 """Mono-Forward on a device: device-side layer parameters plus a host-side projection per layer.
 
 Layer ``l`` turns its input into activations ``a_l`` on the device; the host projects them to
-class goodness ``G_l = a_l M_l^T`` and trains each layer on its own softmax cross-entropy.
-Prediction uses the last layer's goodness, or the sum over layers (cumulative, the headline).
+class goodness ``G_l = a_l M_l^T`` and trains each layer on its own softmax cross-entropy
+(or, with the ``prototype`` objective, scores them by cosine to fixed class prototypes; see
+:mod:`hil.goodness`). Prediction uses the last layer's goodness, or the sum over layers
+(cumulative, the headline).
 
 A conv layer's activations are first reduced, channel by channel, by a fixed random projection of
 its pooled map to ``features`` values (seeded, never trained), so M and the estimate stay small and
@@ -15,21 +17,26 @@ import torch
 
 from devices.info import DeviceInfo
 from devices.interface import LayerParams, clip_to_bounds
+from hil.goodness import Goodness, PrototypeObjective, SoftmaxObjective, simplex_prototypes
 
 
 class MonoForward:
     """The trainable state: device parameters and host projections, as optimizer leaves."""
 
     def __init__(self, params: list[LayerParams], projections: list[torch.Tensor],
-                 feature_maps: list[torch.Tensor | None] | None = None) -> None:
+                 feature_maps: list[torch.Tensor | None] | None = None, goodness: Goodness = "softmax",
+                 margin: float = 0.3) -> None:
         self.params = params
         self.projections = projections
+        """Per layer: M (trained) for the softmax objective, the fixed unit prototypes for ``prototype``."""
         self.feature_maps = feature_maps or [None] * len(params)
+        self.goodness_kind = goodness
+        self.margin = margin
 
     @classmethod
     def initialise(cls, info: DeviceInfo, classes: int, seed: int, device: str = "cpu",
-                   features: int = 10) -> "MonoForward":
-        """Weights uniform over their whole bounds, biases 0, M U(+-1/sqrt(width)).
+                   features: int = 10, goodness: Goodness = "softmax", margin: float = 0.3) -> "MonoForward":
+        """Weights uniform over their whole bounds, biases 0, M U(+-1/sqrt(width)) or simplex prototypes.
 
         Devices scale a layer's column sums by ``gain`` (1/sqrt(fan_in) on a crossbar), so
         weights spanning the array's range give unit-scale pre-activations and the best
@@ -48,14 +55,23 @@ class MonoForward:
                 layer[p.name] = value
             params.append({k: v.to(device).requires_grad_() for k, v in clip_to_bounds(spec, layer).items()})
             width = spec.outputs if fmap is None else spec.n_chunks() * fmap.shape[1]
-            bound = 1 / math.sqrt(width)
-            m = (torch.rand(classes, width, generator=gen) * 2 - 1) * bound
-            projections.append(m.to(device).requires_grad_())
-        return cls(params, projections, maps)
+            if goodness == "prototype":
+                projections.append(simplex_prototypes(classes, width, gen).to(device))
+            else:
+                bound = 1 / math.sqrt(width)
+                m = (torch.rand(classes, width, generator=gen) * 2 - 1) * bound
+                projections.append(m.to(device).requires_grad_())
+        return cls(params, projections, maps, goodness, margin)
+
+    @property
+    def trains_projection(self) -> bool:
+        """Whether the host projections are trained (softmax) or fixed prototypes."""
+        return self.goodness_kind == "softmax"
 
     def tensors(self) -> list[torch.Tensor]:
         """Every trainable tensor, in a fixed order (for the optimizer and checkpoints)."""
-        return [t for layer in self.params for t in layer.values()] + self.projections
+        device_side = [t for layer in self.params for t in layer.values()]
+        return device_side + self.projections if self.trains_projection else device_side
 
     def device_params(self) -> list[LayerParams]:
         """Parameters as sent to the device (detached)."""
@@ -80,9 +96,19 @@ class MonoForward:
         per_channel = act.reshape(*act.shape[:-1], -1, fmap.shape[0]) @ fmap
         return per_channel.flatten(-2)
 
+    def objective(self, layer: int) -> SoftmaxObjective | PrototypeObjective:
+        """Layer ``layer``'s local loss on its features (gradients flow into a trained M)."""
+        if self.goodness_kind == "prototype":
+            return PrototypeObjective(self.projections[layer], self.margin)
+        return SoftmaxObjective(self.projections[layer])
+
     def layer_goodness(self, layer: int, act: torch.Tensor) -> torch.Tensor:
-        """Class goodness ``features(a_l) M_l^T`` of one layer."""
-        return self.features(layer, act) @ self.projections[layer].T
+        """Class goodness of one layer: ``features(a_l) M_l^T``, or cosines to the prototypes."""
+        return self.objective(layer).goodness(self.features(layer, act))
+
+    def layer_loss(self, layer: int, act: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s local loss on activations (..., B, outputs), mean over the batch."""
+        return self.objective(layer).loss(self.features(layer, act), y)
 
     def goodness(self, acts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Class goodness of every layer."""

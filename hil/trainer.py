@@ -68,7 +68,7 @@ class Evaluation:
     final_layer: float
     cumulative: float
     loss: float
-    """Validation loss: softmax cross-entropy of the final layer's goodness on the test set."""
+    """Validation loss: the final layer's local loss on the test set (cross-entropy of its goodness)."""
 
 
 class Trainer:
@@ -86,7 +86,7 @@ class Trainer:
         check_fits(self.device, self.data, self.device_url)
         self.info = self.device.info()
         self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device,
-                                           config.features)
+                                           config.features, config.goodness, config.margin)
         self.rule: Rule = make_rule(self.device, self.model, config)
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
@@ -224,8 +224,7 @@ class Trainer:
                 y = self.data.y_test[start:start + EVAL_BATCH].to(self.config.torch_device)
                 acts = self.device.forward(params, x)
                 final, cumulative = self.model.predict(acts)
-                loss_sum += float(torch.nn.functional.cross_entropy(
-                    self.model.layer_goodness(len(acts) - 1, acts[-1]), y, reduction="sum"))
+                loss_sum += float(self.model.layer_loss(len(acts) - 1, acts[-1], y)) * len(y)
                 correct_final += int((final == y).sum())
                 correct_cum += int((cumulative == y).sum())
         n = len(self.data.x_test)

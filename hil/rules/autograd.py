@@ -1,7 +1,6 @@
 """Simulator-only baselines that use autograd: ``mf-ad`` and ``bp``."""
 
 import torch
-import torch.nn.functional as F
 
 from devices.errors import CapabilityError
 from devices.interface import Device, Differentiable
@@ -32,14 +31,14 @@ class MonoForwardAD(_AutogradRule):
         acts = []
         for i, layer in enumerate(self.model.params):
             a = self.autograd_device.differentiable_layer(i, layer, a.detach())
-            total = total + F.cross_entropy(self.model.layer_goodness(i, a), y)
+            total = total + self.model.layer_loss(i, a, y)
             acts.append(a.detach())
         total.backward()
         return StepOutput(total.item() / len(acts), acts)
 
 
 class Backprop(_AutogradRule):
-    """End-to-end backprop through every layer to the last layer's projection."""
+    """End-to-end backprop through every layer to the last layer's local loss (its projection's cross-entropy)."""
 
     name = "bp"
     layer_local = False
@@ -50,6 +49,6 @@ class Backprop(_AutogradRule):
         for i, layer in enumerate(self.model.params):
             a = self.autograd_device.differentiable_layer(i, layer, a)
             acts.append(a)
-        loss = F.cross_entropy(self.model.layer_goodness(len(acts) - 1, acts[-1]), y)
+        loss = self.model.layer_loss(len(acts) - 1, acts[-1], y)
         loss.backward()
         return StepOutput(loss.item(), [a.detach() for a in acts])

@@ -8,7 +8,7 @@ import torch
 from devices.interface import Device
 from hil.calibration import choose_eps
 from hil.config import TrainConfig
-from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad, goodness_loss
+from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad
 from hil.model import MonoForward
 from hil.rules.base import Rule, StepOutput, step_seeds
 
@@ -38,26 +38,29 @@ class MonoForwardDD(Rule):
         acts = self.device.forward(params, x)
         inputs = [x, *acts[:-1]]
         losses = []
-        n_layers = len(self.info.layers)
         with torch.no_grad():
             for i, spec in enumerate(self.info.layers):
-                m = self.model.projections[i].detach()
+                objective = self.model.objective(i)
                 seeds = step_seeds(cfg.seed, step, i, self.directions[i])
-                grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], m, y,
+                grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
                                        seeds, self.eps, cfg.distribution, cfg.combine,
                                        features=partial(self.model.features, i))
                 for name, g in grads.items():
                     self.model.params[i][name].grad = g
                 feat = self.model.features(i, acts[i])
-                if cfg.m_update == "exact":
-                    m_grad = exact_projection_grad(feat, m, y)
-                else:
-                    m_seeds = step_seeds(cfg.seed, step, n_layers + i, self.directions[i])
-                    m_grad = estimate_projection(feat, m, y, m_seeds, self.eps, cfg.distribution,
-                                                 cfg.combine)
-                self.model.projections[i].grad = m_grad
-                losses.append(goodness_loss(feat @ m.T, y).item())
+                if self.model.trains_projection:
+                    self.model.projections[i].grad = self._projection_grad(feat, y, step, i)
+                losses.append(objective.loss(feat, y).item())
         return StepOutput(sum(losses) / len(losses), acts)
+
+    def _projection_grad(self, feat: torch.Tensor, y: torch.Tensor, step: int, layer: int) -> torch.Tensor:
+        """Gradient for layer ``layer``'s M: closed form on the host, or its own DD estimate."""
+        cfg = self.config
+        m = self.model.projections[layer].detach()
+        if cfg.m_update == "exact":
+            return exact_projection_grad(feat, m, y)
+        seeds = step_seeds(cfg.seed, step, len(self.info.layers) + layer, self.directions[layer])
+        return estimate_projection(feat, m, y, seeds, self.eps, cfg.distribution, cfg.combine)
 
     def state_dict(self) -> dict[str, Any]:
         return {"eps": self.eps}
@@ -77,6 +80,7 @@ class MonoForwardDD(Rule):
             else:
                 parts.append(f"layer {i}: {1 + 2 * p * spec.n_chunks()} (1 + 2P x {spec.n_chunks()} chunks "
                              f"queried one at a time)")
-        m_rule = "closed form" if self.config.m_update == "exact" else "DD"
+        host = f"M by {'closed form' if self.config.m_update == 'exact' else 'DD'}" if self.model.trains_projection \
+            else f"cosine to fixed prototypes, margin {self.model.margin}"
         budget = ",".join(map(str, self.directions)) if len(set(self.directions)) > 1 else str(self.directions[0])
-        return f"mf-dd, P={budget}, eps {self.eps:.4g}, M by {m_rule}; queries per layer per step: " + "; ".join(parts)
+        return f"mf-dd, P={budget}, eps {self.eps:.4g}, {host}; queries per layer per step: " + "; ".join(parts)

@@ -13,6 +13,7 @@ from hil.estimator import (
     goodness_loss,
     series_order,
 )
+from hil.goodness import PrototypeObjective, SoftmaxObjective, simplex_prototypes
 from simulators import CrossbarOptions, SimulatedCrossbar
 
 
@@ -108,8 +109,16 @@ def _layer_setup(widths=(6, 5, 4), seed=0):
     return device, params, x, y, m
 
 
-def test_splicing_equals_perturbing_chunks_one_at_a_time():
+OBJECTIVES = {
+    "softmax": SoftmaxObjective,
+    "prototype": lambda m: PrototypeObjective(simplex_prototypes(*m.shape, torch.Generator().manual_seed(9)), 0.3),
+}
+
+
+@pytest.mark.parametrize("goodness", OBJECTIVES)
+def test_splicing_equals_perturbing_chunks_one_at_a_time(goodness):
     device, params, x, y, m = _layer_setup()
+    m = OBJECTIVES[goodness](m)
     spec = device.info().layers[1]
     h = device.forward(params, x)
     seeds = (11, 12, 13)
@@ -125,12 +134,14 @@ def test_splicing_equals_perturbing_chunks_one_at_a_time():
     assert sequential_cost == 2 * len(seeds) * spec.outputs
 
 
-def test_layer_estimate_with_spanning_directions_matches_autograd():
+@pytest.mark.parametrize("goodness", OBJECTIVES)
+def test_layer_estimate_with_spanning_directions_matches_autograd(goodness):
     device, params, x, y, m = _layer_setup(widths=(6, 5, 4))
+    m = OBJECTIVES[goodness](m)
     spec = device.info().layers[1]
     h = device.forward(params, x)
     leaf = {k: v.clone().requires_grad_() for k, v in params[1].items()}
-    loss = goodness_loss(device.differentiable_layer(1, leaf, h[0]) @ m.T, y)
+    loss = m.loss(device.differentiable_layer(1, leaf, h[0]), y)
     loss.backward()
     # twice as many directions as a chunk has parameters keeps the Gram system well conditioned
     seeds = tuple(range(40, 40 + 2 * spec.chunk_size()))

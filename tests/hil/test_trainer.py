@@ -112,6 +112,14 @@ def test_a_cnn_trains_digits(tmp_path, rule, floor):
     assert summary["test_accuracy_cumulative"] >= floor
 
 
+@pytest.mark.parametrize("rule, floor", [("mf-dd", 0.86), ("mf-ad", 0.92)])
+def test_the_prototype_goodness_trains_digits(tmp_path, rule, floor):
+    trainer = _trainer(tmp_path, rule=rule, goodness="prototype", hidden=[256], epochs=8, batch_size=32, lr=0.01)
+    before = [p.clone() for p in trainer.model.projections]
+    assert trainer.fit()["test_accuracy"] >= floor
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.projections))
+
+
 def test_sim_url_gets_the_dataset_width_and_hidden_sizes():
     assert resolve_device_url("sim://crossbar", 784, [100, 50]) == "sim://crossbar?layers=784,100,50"
     assert resolve_device_url("sim://crossbar?activation=tanh", 64, [8]) == \

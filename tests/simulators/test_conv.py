@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from devices.errors import DeviceURLError
 from devices.interface import Perturbation, split_chunks
-from hil.estimator import estimate_layer, goodness_loss
+from hil.estimator import estimate_layer
 from hil.model import MonoForward
 from simulators.registry import open_sim
 
@@ -60,10 +60,11 @@ def test_conv_perturbation_pairs_equal_single_reads_of_the_perturbed_weights(pre
         assert not torch.equal(plus[0], minus[0])
 
 
-def test_conv_chunks_are_output_channels_and_splicing_equals_one_at_a_time():
+@pytest.mark.parametrize("goodness", ["softmax", "prototype"])
+def test_conv_chunks_are_output_channels_and_splicing_equals_one_at_a_time(goodness):
     device = open_sim("sim://crossbar?layers=64,6&conv=4c3,3c3p2&activation=tanh")
     info = device.info()
-    model = MonoForward.initialise(info, classes=3, seed=0, features=5)
+    model = MonoForward.initialise(info, classes=3, seed=0, features=5, goodness=goodness)
     assert model.feature_maps[0].shape == (64, 5) and model.feature_maps[1].shape == (16, 5)
     assert model.projections[1].shape == (3, 3 * 5) and model.feature_maps[2] is None
     params = model.device_params()
@@ -72,7 +73,7 @@ def test_conv_chunks_are_output_channels_and_splicing_equals_one_at_a_time():
     y = torch.randint(0, 3, (12,), generator=gen)
     acts = device.forward(params, x)
     spec = info.layers[1]
-    m = model.projections[1].detach()
+    m = model.objective(1)
     features = lambda a: model.features(1, a)  # noqa: E731
     seeds = (21, 22, 23)
     before = device.counters.queries
@@ -85,7 +86,7 @@ def test_conv_chunks_are_output_channels_and_splicing_equals_one_at_a_time():
         torch.testing.assert_close(spliced[name], one_by_one[name], rtol=1e-3, atol=1e-5)
     # and the estimate points along autograd's gradient of the same local loss
     leaf = {k: v.clone().requires_grad_() for k, v in params[1].items()}
-    goodness_loss(model.layer_goodness(1, device.differentiable_layer(1, leaf, acts[0])), y).backward()
+    model.layer_loss(1, device.differentiable_layer(1, leaf, acts[0]), y).backward()
     many = tuple(range(100, 100 + 4 * spec.chunk_size()))
     est = estimate_layer(device, 1, spec, params[1], acts[0], acts[1], m, y, many, 1e-3,
                          distribution="gaussian", how="projection", features=features)
