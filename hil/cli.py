@@ -42,6 +42,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("optimizer", str, "adam or sgd (momentum)"),
     ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
     ("directions", str, "P, perturbation directions per layer and step, or one P per layer: 8,4"),
+    ("budget", str, "fixed, or loss: share the directions' total among layers by their running loss"),
     ("distribution", str, "rademacher, gaussian or sphere"),
     ("combine", str, "mean, or projection onto the span of the directions"),
     ("eps", float, "perturbation step in parameter units"),

@@ -50,6 +50,10 @@ class TrainConfig(BaseModel):
     directions: int | list[int] = Field(
         4, description="P: directions per step and layer, or one P per layer (a budget), e.g. 8,4,2"
     )
+    budget: Literal["fixed", "loss"] = Field(
+        "fixed", description="directions per layer: fixed as given, or loss: the same total shared out every "
+                             "step in proportion to each layer's running local loss (at least 1 each)"
+    )
     distribution: Distribution = "rademacher"
     combine: Literal["mean", "projection"] = "mean"
     eps: float | Literal["auto"] = Field(

@@ -276,6 +276,7 @@ class Trainer:
             "device_identity": self.info.identity,
             "epochs": self.epoch,
             "directions": self.config.directions,
+            "directions_by_layer": self.rule.state_dict().get("directions"),
             "combine": self.config.combine,
             "eps": self.rule.state_dict().get("eps"),
             "calibration": self.calibration,
