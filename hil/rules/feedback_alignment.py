@@ -9,6 +9,11 @@ The monotone variant (mdfa, Lechner et al., ICLR 2020) keeps the weights of ever
 first non-negative, the readout included (clamped to 1e-6 after each step, initialised
 non-negative), with non-negative feedback, which makes its updates sign-correct for one output;
 it needs a tanh or hardtanh device.
+
+A binary task (two classes) has one output, as in the paper: the logit is ``z = a_L m^T`` with the
+readout's class-0 row held at zero, the error ``e = sigmoid(z) - y`` is a scalar per sample and each
+B_l is a single row. With more than one output, non-negative feedback is no longer sign-correct,
+which is why mDFA trails DFA on many classes.
 """
 
 import torch
@@ -47,10 +52,15 @@ class DirectFeedbackAlignment(Rule):
             raise CapabilityError(f"rule {self.name!r} updates dense weight arrays; {config.device!r} has "
                                   f"{sorted({spec.kind for spec in self.info.layers})} layers. Use mf-dd there.")
         classes = model.projections[-1].shape[0]
+        self.single_output = classes == 2
+        """A binary task: one logit, class 1's readout row against a zero row for class 0."""
+        if self.single_output:
+            with torch.no_grad():
+                model.projections[-1][0].zero_()
         gen = torch.Generator().manual_seed(config.seed + 7919)
         self.feedback = []
         for spec in self.info.layers:
-            b = self._draw_feedback(classes, spec.outputs, gen)
+            b = self._draw_feedback(1 if self.single_output else classes, spec.outputs, gen)
             self.feedback.append(b.to(model.projections[-1].device))
 
     def _draw_feedback(self, classes: int, width: int, gen: torch.Generator) -> torch.Tensor:
@@ -67,7 +77,11 @@ class DirectFeedbackAlignment(Rule):
             error = probs
             error[torch.arange(len(y)), y] -= 1
             error /= len(y)
-            self.model.projections[-1].grad = error.T @ acts[-1]
+            readout_grad = error.T @ acts[-1]
+            if self.single_output:  # softmax over (0, z) is sigmoid(z): class 1's error is the output's
+                error = error[:, 1:]
+                readout_grad[0] = 0
+            self.model.projections[-1].grad = readout_grad
             for i, spec in enumerate(self.info.layers):
                 delta = (error @ self.feedback[i]) * activation_slope(spec.activation, acts[i])
                 self.model.params[i]["weight"].grad = spec.gain * delta.T @ inputs[i].to(delta.dtype)
@@ -98,8 +112,9 @@ class MonotoneDFA(DirectFeedbackAlignment):
         return torch.rand(classes, width, generator=gen) / width**0.5
 
     def _monotone(self) -> list[torch.Tensor]:
-        """The weights kept non-negative: every layer's after the first, and the readout."""
-        return [layer["weight"] for layer in self.model.params[1:]] + [self.model.projections[-1]]
+        """The weights kept non-negative: every layer's after the first, and the readout (its trained rows)."""
+        readout = self.model.projections[-1]
+        return [layer["weight"] for layer in self.model.params[1:]] + [readout[1:] if self.single_output else readout]
 
     def constrain_(self) -> None:
         with torch.no_grad():
