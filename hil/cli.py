@@ -34,6 +34,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("dataset", str, "digits (bundled), mnist, fashion-mnist, cifar10 or cifar100"),
     ("data-dir", Path, "folder holding the dataset's files (IDX, or CIFAR's python batches)"),
     ("classes", str, "train on these labels only, relabelled 0, 1, ...: 0,6 is a binary task"),
+    ("downsample", int, "average-pool images by this factor, e.g. 2: 28x28 to 14x14 (for small meshes)"),
     ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "
      "mf-ad or bp (simulator-only baselines)"),
     ("epochs", int, "epochs to train (with --resume: the new total)"),

@@ -38,6 +38,9 @@ class TrainConfig(BaseModel):
     classes: list[int] | None = Field(
         None, description="train and test on these labels only, relabelled 0, 1, ... (e.g. 0,6: a binary task)"
     )
+    downsample: int = Field(
+        1, ge=1, description="average-pool the images by this factor (2: 28x28 to 14x14), for small devices"
+    )
     rule: Rule = "mf-dd"
     epochs: int = Field(40, gt=0)
     batch_size: int = Field(64, gt=0)

@@ -59,9 +59,33 @@ class Dataset:
         return Dataset(f"{self.name}{classes}", self.x_train[keep_train], relabel[self.y_train[keep_train]],
                        self.x_test[keep_test], relabel[self.y_test[keep_test]], len(classes))
 
+    def downsampled(self, factor: int) -> "Dataset":
+        """Square images of 1 or 3 channels average-pooled by ``factor`` (2: 28x28 to 14x14).
 
-def load_dataset(name: str, data_dir: Path | None = None, classes: list[int] | None = None) -> Dataset:
-    """Load ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100``; optionally some classes."""
+        For devices with few inputs, such as a photonic mesh, whose size grows with its modes squared.
+        """
+        for channels in (1, 3):
+            side = round((self.features / channels) ** 0.5)
+            if channels * side * side == self.features:
+                break
+        else:
+            raise DatasetError(f"{self.name}: {self.features} features are not a square image to downsample")
+        if side % factor:
+            raise DatasetError(f"{self.name}: {side}x{side} images do not divide by downsample={factor}; "
+                               f"use a factor that divides {side}")
+
+        def pool(x: torch.Tensor) -> torch.Tensor:
+            images = x.reshape(len(x), channels, side, side)
+            return torch.nn.functional.avg_pool2d(images, factor).reshape(len(x), -1)
+
+        return Dataset(f"{self.name}/{factor}", pool(self.x_train), self.y_train, pool(self.x_test), self.y_test,
+                       self.classes)
+
+
+def load_dataset(name: str, data_dir: Path | None = None, classes: list[int] | None = None,
+                 downsample: int = 1) -> Dataset:
+    """Load ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100``; optionally some classes,
+    optionally with images average-pooled by ``downsample``."""
     if name == "digits":
         data = _digits()
     elif name in CIFAR_FILES:
@@ -70,6 +94,8 @@ def load_dataset(name: str, data_dir: Path | None = None, classes: list[int] | N
         data = _idx_dataset(name, data_dir or DEFAULT_DIRS[name])
     else:
         raise DatasetError(f"unknown dataset {name!r}; choose digits, {', '.join(DEFAULT_DIRS)}")
+    if downsample > 1:
+        data = data.downsampled(downsample)
     return data if classes is None else data.subset(classes)
 
 

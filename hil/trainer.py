@@ -80,7 +80,7 @@ class Trainer:
         self.progress = progress
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        self.data = load_dataset(config.dataset, config.data_dir, config.classes)
+        self.data = load_dataset(config.dataset, config.data_dir, config.classes, config.downsample)
         self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
         self.device = open_device(self.device_url)
         check_fits(self.device, self.data, self.device_url)

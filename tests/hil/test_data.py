@@ -3,8 +3,9 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
-from hil.data import DatasetError, load_dataset, read_idx
+from hil.data import Dataset, DatasetError, load_dataset, read_idx
 
 
 def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -109,3 +110,22 @@ def test_a_class_subset_keeps_only_those_labels_relabelled_in_order():
     for bad in ([3], [3, 3], [3, 10]):
         with pytest.raises(DatasetError, match="two distinct labels"):
             load_dataset("digits", classes=bad)
+
+
+def test_downsampling_average_pools_each_image():
+    full = load_dataset("digits")
+    small = load_dataset("digits", downsample=2)
+    assert small.features == 16 and len(small.x_train) == len(full.x_train)
+    block = full.x_train[5].reshape(8, 8)[2:4, 4:6].mean()
+    assert small.x_train[5].reshape(4, 4)[1, 2] == pytest.approx(float(block))
+    assert torch.equal(small.y_test, full.y_test)
+    labels = torch.zeros(4).long()
+    colour = Dataset("rgb", torch.rand(4, 3 * 4 * 4), labels, torch.rand(4, 48), labels, 2)
+    pooled = colour.downsampled(2)
+    assert pooled.features == 12
+    assert pooled.x_train[0, 4] == pytest.approx(float(colour.x_train[0].reshape(3, 4, 4)[1, :2, :2].mean()))
+
+
+def test_a_downsample_that_does_not_divide_the_image_says_so():
+    with pytest.raises(DatasetError, match="8x8 images do not divide by downsample=3"):
+        load_dataset("digits", downsample=3)
