@@ -326,7 +326,11 @@ class SimulatedCrossbar(Device):
         if opts.prog_noise != "none":
             sigma = self._prog_sigma(target if sigma_at is None else sigma_at)
             noise = self.streams.normal("write", "programming", tuple(w.shape)).to(self._dev)
-            w = noise.mul_(sigma).add_(target).clamp_(-1, 1)  # a fresh tensor: the target is never touched
+            # into the noise's own fresh buffer: the target is never touched
+            if isinstance(sigma, float):
+                w = torch.add(target, noise, alpha=sigma, out=noise).clamp_(-1, 1)
+            else:
+                w = torch.addcmul(target, noise, sigma, out=noise).clamp_(-1, 1)
         static = self._static[layer]
         if "stuck_index" in static:
             flat = w.reshape(*w.shape[:-2], -1)
@@ -382,9 +386,12 @@ class SimulatedCrossbar(Device):
             tiles = sums.shape[-3]
             xt = torch.nn.functional.pad(x, (0, tiles * rows - x.shape[-1])).reshape(len(x), tiles, rows)
             scale = opts.read_noise * xt.square().sum(-1).sqrt().T.unsqueeze(-1)
-            sums, owned = sums + scale * self.streams.normal("read", "read", tuple(sums.shape)).to(self._dev), True
+            noise = self.streams.normal("read", "read", tuple(sums.shape)).to(self._dev)
+            sums = sums.addcmul_(noise, scale) if owned else torch.addcmul(sums, noise, scale)
+            owned = True
         if opts.output_noise > 0:
-            sums = sums + self.streams.normal("read", "output", tuple(sums.shape), opts.output_noise).to(self._dev)
+            noise = self.streams.normal("read", "output", tuple(sums.shape)).to(self._dev)
+            sums = sums.add_(noise, alpha=opts.output_noise) if owned else torch.add(sums, noise, alpha=opts.output_noise)
             owned = True
         if opts.adc_bits:
             sums, owned = quantize(sums, opts.adc_bits, opts.adc_clip), True
