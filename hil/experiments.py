@@ -337,7 +337,8 @@ def _plot_mdfa(path: Path, groups: list[dict[str, Any]]) -> None:
                0.27, yerr=[g["test_accuracy"]["std"] for g in chosen], capsize=3, label=rule)
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
+    low = min(g["test_accuracy"]["mean"] for g in groups)
+    ax.set_ylim(max(0.0, low - 0.05), 1)  # the gaps between rules are small beside the accuracies
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
     fig.tight_layout()
