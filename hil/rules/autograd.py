@@ -38,7 +38,7 @@ class MonoForwardAD(_AutogradRule):
 
 
 class Backprop(_AutogradRule):
-    """End-to-end backprop through every layer to the last layer's local loss (its projection's cross-entropy)."""
+    """End-to-end backprop through every layer to the last layer's local loss."""
 
     name = "bp"
     layer_local = False

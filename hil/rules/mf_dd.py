@@ -81,8 +81,8 @@ class MonoForwardDD(Rule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.eps = state["eps"]
-        self.directions = state["directions"]
-        self.running_loss = state["running_loss"]
+        self.directions = state.get("directions", self.directions)  # absent from runs saved before budgets
+        self.running_loss = state.get("running_loss")
 
     def margin(self) -> float:
         """Room for a +-eps step: |v| is 1 for Rademacher directions, rarely above 3 otherwise."""
