@@ -220,7 +220,10 @@ class SimulatedCrossbar(Device):
             else:
                 base = join_chunks(spec, params).to(self._dev)
                 step = perturbation.eps * v
-                shifted = clip_to_bounds(spec, split_chunks(spec, torch.cat([base + step, base - step])))
+                both = torch.empty(2 * n_dir, *base.shape, dtype=base.dtype, device=base.device)
+                torch.add(base, step, out=both[:n_dir])
+                torch.sub(base, step, out=both[n_dir:])
+                shifted = clip_to_bounds(spec, split_chunks(spec, both))
                 written = self._program(layer, shifted["weight"], sigma_at=params["weight"].to(self._dev))
                 sums = self._column_sums(layer, x, written)
                 bias = shifted["bias"]
@@ -365,13 +368,12 @@ class SimulatedCrossbar(Device):
         if "row_gain" in static:
             x = x * static["row_gain"]
         rows = opts.tile_rows or x.shape[-1]
-        tiles = -(-x.shape[-1] // rows)
-        if tiles == 1:
+        if rows >= x.shape[-1]:
             return torch.matmul(x, weight.transpose(-1, -2)).unsqueeze(-3)
-        pad = tiles * rows - x.shape[-1]
-        xt = torch.nn.functional.pad(x, (0, pad)).reshape(len(x), tiles, rows).transpose(0, 1)
-        wt = torch.nn.functional.pad(weight, (0, pad)).reshape(*weight.shape[:-1], tiles, rows)
-        return torch.matmul(xt, wt.movedim(-2, -3).transpose(-1, -2))
+        # one product per tile on column slices: BLAS reads the strided weights in place, no copy
+        per_tile = [torch.matmul(x[:, start:start + rows], weight[..., start:start + rows].transpose(-1, -2))
+                    for start in range(0, x.shape[-1], rows)]
+        return torch.stack(per_tile, -3)
 
     def _periphery(self, layer: int, sums: torch.Tensor, x: torch.Tensor, bias: torch.Tensor,
                    owned: bool = False) -> torch.Tensor:
@@ -391,7 +393,7 @@ class SimulatedCrossbar(Device):
             owned = True
         if opts.output_noise > 0:
             noise = self.streams.normal("read", "output", tuple(sums.shape)).to(self._dev)
-            sums = sums.add_(noise, alpha=opts.output_noise) if owned else torch.add(sums, noise, alpha=opts.output_noise)
+            sums = torch.add(sums, noise, alpha=opts.output_noise, out=sums if owned else None)
             owned = True
         if opts.adc_bits:
             sums, owned = quantize(sums, opts.adc_bits, opts.adc_clip), True
