@@ -68,7 +68,7 @@ class Evaluation:
     final_layer: float
     cumulative: float
     loss: float
-    """Validation loss: the final layer's local loss on the test set (cross-entropy of its goodness)."""
+    """Validation loss: the final layer's local loss on the test set (cross-entropy, or the prototype hinge)."""
 
 
 class Trainer:
