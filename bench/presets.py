@@ -2,9 +2,10 @@
 
 For each preset: mf-dd trained in situ (test accuracy, device seconds, writes per cell, epoch wall
 time relative to ``ideal`` in the same run). Then the case for in-situ training: ``bp`` trained on
-the ideal model and written to the noisy chip (ex situ), against the in-situ mf-dd weights written
-to the same chip (same seed, so the same stuck devices and drift exponents), both evaluated at the
-same device time since that write.
+the ideal model and written to the chip mf-dd was trained on (ex situ), against the in-situ weights
+written back to that chip, both from the chip's state at the end of training (its clock, drifted
+phases and stuck devices; the state is saved once and restored for each) and evaluated at the same
+device time since that write.
 
     python bench/presets.py                      # digits (a few minutes on 2 cores)
     python bench/presets.py --dataset fashion-mnist --epochs 5 --photonic-downsample 4
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, run_config, write_results  # noqa: E402
 
-from devices import open_device  # noqa: E402
+from devices import Device  # noqa: E402
 from hil.data import Dataset, load_dataset  # noqa: E402
 from hil.model import MonoForward  # noqa: E402
 from hil.trainer import resolve_device_url  # noqa: E402
@@ -90,10 +91,11 @@ def main() -> None:
                       keep_trainer=True)
         bp_trainer = bp.pop("trainer")
         bp_runs[kind] = bp
-        for label, url in list(urls.items())[1:]:
+        for label in list(urls)[1:]:
+            chip = trainers[label].device
             deploy[label] = {
-                "ex_situ_bp": deployed_final_layer(url, bp_trainer.model.state_dict()["tensors"], data),
-                "in_situ_mf_dd": deployed_cumulative(url, trainers[label].model.state_dict()["tensors"], data),
+                "ex_situ_bp": deployed_final_layer(chip, bp_trainer.model.state_dict()["tensors"], data),
+                "in_situ_mf_dd": deployed_cumulative(chip, trainers[label].model.state_dict()["tensors"], data),
             }
             deploy_rows.append(f"| {label} | " + " | ".join(f"{v:.4f}" for v in deploy[label]["ex_situ_bp"].values())
                                + " | " + " | ".join(f"{v:.4f}" for v in deploy[label]["in_situ_mf_dd"].values()) + " |")
@@ -116,17 +118,20 @@ def main() -> None:
     print(table)
 
 
-def deployed_final_layer(url: str, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
-    return _deployed(url, tensors, data, use_cumulative=False)
+def deployed_final_layer(chip: Device, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
+    return _deployed(chip, tensors, data, use_cumulative=False)
 
 
-def deployed_cumulative(url: str, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
-    return _deployed(url, tensors, data, use_cumulative=True)
+def deployed_cumulative(chip: Device, tensors: list[torch.Tensor], data: Dataset) -> dict[str, float]:
+    return _deployed(chip, tensors, data, use_cumulative=True)
 
 
-def _deployed(url: str, tensors: list[torch.Tensor], data: Dataset, use_cumulative: bool) -> dict[str, float]:
-    """Write weights to a fresh chip at ``url``; test accuracy after each wait since the write."""
-    device = open_device(url)
+def _deployed(device: Device, tensors: list[torch.Tensor], data: Dataset, use_cumulative: bool) -> dict[str, float]:
+    """Write weights to the trained chip as it was left; test accuracy after each wait since the write.
+
+    The chip's state is restored afterwards, so every deployment starts from the same moment.
+    """
+    saved = device.state_dict()
     model = MonoForward.initialise(device.info(), data.classes, seed=0)
     model.load_state_dict({"tensors": tensors})
     params = model.device_params()
@@ -142,6 +147,7 @@ def _deployed(url: str, tensors: list[torch.Tensor], data: Dataset, use_cumulati
                 guess = cumulative if use_cumulative else final
                 correct += int((guess == data.y_test[start:start + 1000]).sum())
         out[label] = correct / len(data.x_test)
+    device.load_state_dict(saved)  # type: ignore[arg-type]
     return out
 
 
