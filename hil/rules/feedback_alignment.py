@@ -10,9 +10,9 @@ first non-negative, the readout included (clamped to 1e-6 after each step, initi
 non-negative), with non-negative feedback, which makes its updates sign-correct for one output;
 it needs a tanh or hardtanh device.
 
-A binary task (two classes) has one output, as in the paper: the logit is ``z = a_L m^T`` with the
-readout's class-0 row held at zero, the error ``e = sigmoid(z) - y`` is a scalar per sample and each
-B_l is a single row. With more than one output, non-negative feedback is no longer sign-correct,
+A binary task (two classes) has one output, as in the paper: the readout's class-0 row mirrors
+class 1's (``m_0 = -m_1``), so the logit is ``z = 2 a_L m_1^T``, the error ``e = sigmoid(z) - y`` is a
+scalar per sample and each B_l is a single row. With more than one output, non-negative feedback is no longer sign-correct,
 which is why mDFA trails DFA on many classes.
 """
 
@@ -53,10 +53,7 @@ class DirectFeedbackAlignment(Rule):
                                   f"{sorted({spec.kind for spec in self.info.layers})} layers. Use mf-dd there.")
         classes = model.projections[-1].shape[0]
         self.single_output = classes == 2
-        """A binary task: one logit, class 1's readout row against a zero row for class 0."""
-        if self.single_output:
-            with torch.no_grad():
-                model.projections[-1][0].zero_()
+        """A binary task: one logit, class 1's readout row against its mirror for class 0."""
         gen = torch.Generator().manual_seed(config.seed + 7919)
         self.feedback = []
         for spec in self.info.layers:
@@ -77,16 +74,22 @@ class DirectFeedbackAlignment(Rule):
             error = probs
             error[torch.arange(len(y)), y] -= 1
             error /= len(y)
-            readout_grad = error.T @ acts[-1]
-            if self.single_output:  # softmax over (0, z) is sigmoid(z): class 1's error is the output's
+            # mirrored rows get mirrored gradients (e_0 = -e_1), so Adam keeps them mirrored
+            self.model.projections[-1].grad = error.T @ acts[-1]
+            if self.single_output:  # softmax over (-z/2, z/2) is sigmoid(z): class 1's error is the output's
                 error = error[:, 1:]
-                readout_grad[0] = 0
-            self.model.projections[-1].grad = readout_grad
             for i, spec in enumerate(self.info.layers):
                 delta = (error @ self.feedback[i]) * activation_slope(spec.activation, acts[i])
                 self.model.params[i]["weight"].grad = spec.gain * delta.T @ inputs[i].to(delta.dtype)
                 self.model.params[i]["bias"].grad = delta.sum(0)
         return StepOutput(loss.item(), acts)
+
+    def constrain_(self) -> None:
+        """A binary task's class-0 readout row mirrors class 1's (set at the start, kept after each step)."""
+        if self.single_output:
+            with torch.no_grad():
+                readout = self.model.projections[-1]
+                readout[0] = -readout[1]
 
     def summary(self) -> str:
         return f"{self.name}: fixed random feedback of the output error to every layer; 1 query per layer per step"
@@ -120,3 +123,4 @@ class MonotoneDFA(DirectFeedbackAlignment):
         with torch.no_grad():
             for w in self._monotone():
                 w.clamp_(min=MONOTONE_FLOOR)
+        super().constrain_()
