@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from simulators.conv import parse_image
+
 DEFAULT_DIRS = {
     "mnist": Path("/usr/share/datasets/mnist"),
     "fashion-mnist": Path("/usr/share/datasets/fashion-mnist"),
@@ -64,12 +66,10 @@ class Dataset:
 
         For devices with few inputs, such as a photonic mesh, whose size grows with its modes squared.
         """
-        for channels in (1, 3):
-            side = round((self.features / channels) ** 0.5)
-            if channels * side * side == self.features:
-                break
-        else:
-            raise DatasetError(f"{self.name}: {self.features} features are not a square image to downsample")
+        try:
+            channels, side, _ = parse_image("", self.features)
+        except ValueError:
+            raise DatasetError(f"{self.name}: {self.features} features are not a square image to downsample") from None
         if side % factor:
             raise DatasetError(f"{self.name}: {side}x{side} images do not divide by downsample={factor}; "
                                f"use a factor that divides {side}")
