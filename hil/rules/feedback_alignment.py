@@ -11,9 +11,9 @@ non-negative), with non-negative feedback, which makes its updates sign-correct 
 it needs a tanh or hardtanh device.
 
 A binary task (two classes) has one output, as in the paper: the readout's class-0 row mirrors
-class 1's (``m_0 = -m_1``), so the logit is ``z = 2 a_L m_1^T``, the error ``e = sigmoid(z) - y`` is a
-scalar per sample and each B_l is a single row. With more than one output, non-negative feedback is no longer sign-correct,
-which is why mDFA trails DFA on many classes.
+class 1's (``m_0 = -m_1``), so the logit is ``z = 2 a_L m_1^T``, the error ``e = sigmoid(z) - y`` is
+a scalar per sample and each B_l is a single row. With more than one output, non-negative feedback
+is no longer sign-correct, which is why mDFA trails DFA on many classes.
 """
 
 import torch
