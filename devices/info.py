@@ -44,7 +44,8 @@ class ConvShape(BaseModel):
         if self.kernel % 2 == 0:
             raise ValueError(f"conv kernel must be odd for same padding, got {self.kernel}")
         if self.height % self.pool or self.width % self.pool:
-            raise ValueError(f"pool {self.pool} does not divide the {self.height}x{self.width} image")
+            raise ValueError(f"pool {self.pool} does not divide the {self.height}x{self.width} map; "
+                             f"pick a pool that divides both sides, or none ({self.out_channels}c{self.kernel})")
         return self
 
     @property

@@ -171,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
                        "rq2 and mdfa take the first, default fashion-mnist)")
     bench.add_argument("--data-dir", type=Path, help="folder of the image dataset named")
     bench.add_argument("--nets", help="rq1: comma-separated networks, MLP and/or CNN (default: both)")
+    bench.add_argument("--hidden", type=_widths, help="rq2 and mdfa: the MLP's hidden widths, e.g. 256,256 "
+                       "(default: 1000,1000 for rq2, 256,256 for mdfa)")
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
     bench.add_argument("--threads", type=int, help="CPU threads for torch")
     return parser
@@ -187,7 +189,8 @@ def _bench(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
-                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads, nets=nets)
+                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads, nets=nets,
+                        hidden=args.hidden)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

@@ -51,6 +51,7 @@ class Settings:
     smoke: bool = False
     threads: int | None = None
     nets: list[str] = field(default_factory=lambda: list(NETS))
+    hidden: list[int] | None = None
 
 
 # ---------------------------------------------------------------------------- running and writing
@@ -188,6 +189,11 @@ def _training(settings: Settings, full_epochs: int, full_lr: float) -> dict[str,
             "batch_size": 32 if settings.smoke else 128, "lr": 1e-2 if settings.smoke else full_lr}
 
 
+def _hidden(settings: Settings, smoke: list[int], full: list[int]) -> list[int]:
+    """An MLP experiment's hidden widths: ``--hidden``, else the smoke or the full default."""
+    return settings.hidden or (smoke if settings.smoke else full)
+
+
 def _data_dir(settings: Settings, dataset: str) -> Path | None:
     """``--data-dir`` applies to the image dataset an experiment names (never to digits)."""
     return settings.data_dir if dataset != "digits" else None
@@ -249,7 +255,7 @@ def _plot_rq1(path: Path, groups: list[dict[str, Any]]) -> None:
 def rq2(settings: Settings) -> Path:
     """MF+DD for P in {1, 2, 4, 8}, mean and projection: accuracy, validation loss, time per epoch."""
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
-    train = {**_training(settings, 20, 3e-3), "hidden": [32] if settings.smoke else [1000, 1000],
+    train = {**_training(settings, 20, 3e-3), "hidden": _hidden(settings, [32], [1000, 1000]),
              "rule": "mf-dd", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
     groups, rows = [], []
     for p in (1, 2, 4, 8):
@@ -306,7 +312,7 @@ def mdfa(settings: Settings) -> Path:
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
     pairs = DIGIT_PAIRS if dataset == "digits" else FASHION_PAIRS
     tasks: list[list[int] | None] = [list(p) for p in pairs] + [None]
-    train = {**_training(settings, 10, 1e-2), "hidden": [32, 32] if settings.smoke else [256, 256],
+    train = {**_training(settings, 10, 1e-2), "hidden": _hidden(settings, [32, 32], [256, 256]),
              "device": "sim://crossbar?activation=tanh", "dataset": dataset,
              "data_dir": _data_dir(settings, dataset)}
     groups, rows = [], []

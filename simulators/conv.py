@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from devices.info import ConvShape
 
@@ -29,8 +30,13 @@ def parse_convs(text: str, image: tuple[int, int, int], pooling: str = "avg") ->
         if match is None:
             raise ValueError(f"conv layer {token!r} is not CHANNELScKERNEL[pPOOL], e.g. 16c3p2")
         out, kernel, pool = int(match[1]), int(match[2]), int(match[3] or 1)
-        shape = ConvShape(in_channels=channels, out_channels=out, height=height, width=width,
-                          kernel=kernel, pool=pool, pooling=pooling)  # type: ignore[arg-type]
+        try:
+            shape = ConvShape(in_channels=channels, out_channels=out, height=height, width=width,
+                              kernel=kernel, pool=pool, pooling=pooling)  # type: ignore[arg-type]
+        except ValidationError as err:
+            reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+            raise ValueError(f"conv layer {token!r} (layer {len(shapes) + 1}, on a {height}x{width} map): "
+                             f"{reason}") from None
         shapes.append(shape)
         channels, height, width = out, shape.out_height, shape.out_width
     return shapes

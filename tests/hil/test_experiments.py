@@ -29,13 +29,14 @@ def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
 
 
 def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
-    payload, table = _run(tmp_path, "rq2")
+    payload, table = _run(tmp_path, "rq2", "--hidden", "24")
     cells = {(g["directions"], g["combine"]): g for g in payload["groups"]}
     assert set(cells) == {(p, c) for p in (1, 2, 4, 8) for c in ("mean", "projection")}
     for (p, _), g in cells.items():
         assert g["queries_per_step"] == 1 + 2 * p
         assert all(len(r["history"]) == 3 and r["history"][-1]["test_loss"] > 0 for r in g["runs"])
     assert "| 8 | projection |" in table
+    assert all(r["config"]["hidden"] == [24] for g in cells.values() for r in g["runs"]) and "MLP [24]" in table
 
 
 def test_mdfa_smoke_covers_pairs_and_all_classes(tmp_path):

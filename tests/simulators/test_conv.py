@@ -98,6 +98,7 @@ def test_conv_chunks_are_output_channels_and_splicing_equals_one_at_a_time(goodn
     ("layers=64,8&conv=4x3", "CHANNELScKERNEL"),
     ("layers=64,8&conv=4c2", "odd"),
     ("layers=64,8&conv=4c3p3", "does not divide"),
+    ("layers=144,8&conv=4c3p2,8c3p2,6c3p2", r"'6c3p2' \(layer 3, on a 3x3 map\): pool 2 .* or none \(6c3\)"),
     ("layers=64,8&conv=4c3&image=2x4x4", "holds 32 values"),
     ("layers=60,8&conv=4c3", "image=CxHxW"),
 ])
