@@ -20,14 +20,15 @@ from hil.runs import RunFolder
 
 def _widths(text: str) -> list[int]:
     try:
-        return [int(w) for w in text.split(",")]
+        return [int(w) for w in text.split(",") if w.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"widths must be integers separated by commas, got {text!r}") from None
 
 
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
-    ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000"),
+    ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000; "
+                        "'' with --conv: conv layers only"),
     ("conv", str, "conv layers of such a device before the hidden ones, e.g. 16c3p2,32c3p2 "
      "(channels c kernel p pool)"),
     ("features", int, "features per conv channel that M sees (a fixed random projection of its map)"),

@@ -24,7 +24,7 @@ class TrainConfig(BaseModel):
 
     device: str = Field("sim://crossbar", description="device URL: sim://, serial://, visa://")
     hidden: list[int] = Field(
-        [256, 256], description="widths of a sim:// device whose URL names no layers"
+        [256, 256], description="widths of a sim:// device whose URL names no layers (empty with conv: conv only)"
     )
     conv: str = Field(
         "", description="conv layers of such a device, before the hidden ones: e.g. 16c3p2,32c3p2 "
@@ -104,6 +104,13 @@ class TrainConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _some_layers(self) -> "TrainConfig":
+        if not self.hidden and not self.conv.strip():
+            raise ValueError("'hidden' is empty and there are no conv layers; give at least one width, "
+                             "or conv layers for a conv-only network")
+        return self
+
+    @model_validator(mode="after")
     def _goodness_fits_rule(self) -> "TrainConfig":
         if self.goodness == "prototype" and self.rule in ("dfa", "mdfa"):
             raise ValueError(f"rule {self.rule!r} trains a softmax readout; use goodness softmax, or the "
@@ -129,8 +136,8 @@ class TrainConfig(BaseModel):
     @field_validator("hidden")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if not v or min(v) < 1:
-            raise ValueError("give at least one positive width")
+        if min(v, default=1) < 1:
+            raise ValueError("widths must be positive")
         return v
 
 

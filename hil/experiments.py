@@ -35,7 +35,7 @@ POSTER = {
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 NETS = {  # rq1's networks: full size, and the smoke version's
     "MLP": {"full": {"hidden": [1000, 1000]}, "smoke": {"hidden": [32]}},
-    "CNN": {"full": {"conv": "32c3p2,64c3p2", "hidden": [256]}, "smoke": {"conv": "8c3p2", "hidden": [32]}},
+    "CNN": {"full": {"conv": "32c3p2,64c3p2,128c3", "hidden": []}, "smoke": {"conv": "8c3p2,16c3", "hidden": []}},
 }
 
 

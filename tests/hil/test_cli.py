@@ -30,9 +30,18 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
     assert summary["epochs"] == 2
 
 
+def test_an_empty_hidden_list_with_conv_layers_trains_a_conv_only_network(tmp_path, capsys):
+    assert main(["train", "--hidden", "", "--conv", "8c3p2,16c3", "--epochs", "4", "--batch-size", "32",
+                 "--json", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["device"].endswith("layers=64&conv=8c3p2,16c3")
+    assert summary["test_accuracy"] >= 0.85
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--epochs", "0"], "'epochs'"),
     (["train", "--rule", "magic"], "'rule'"),
+    (["train", "--hidden", ""], "conv-only"),
     (["train", "--device", "sim://crossbar?layers=3,2"], "64 features"),
     (["train", "--device", "nope://x"], "unknown device scheme"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir"),
@@ -78,6 +87,14 @@ def test_devices_lists_ports_and_says_what_it_lacks(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("serial ports:") and "VISA resources:" in out
+
+
+def test_an_empty_hidden_list_with_conv_layers_trains_a_conv_only_network(tmp_path, capsys):
+    assert main(["train", "--hidden", "", "--conv", "8c3p2,16c3", "--epochs", "4", "--batch-size", "32",
+                 "--json", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["device"].endswith("layers=64&conv=8c3p2,16c3")
+    assert summary["test_accuracy"] >= 0.85
 
 
 @pytest.mark.parametrize("argv, needle", [

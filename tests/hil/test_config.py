@@ -18,6 +18,12 @@ def test_bad_values_name_the_field(values, field):
     assert "\n" not in str(err.value)
 
 
+def test_no_hidden_layers_needs_conv_layers():
+    assert build_config({"hidden": [], "conv": "8c3p2"}).hidden == []
+    with pytest.raises(ConfigError, match="'hidden' is empty.*conv-only"):
+        build_config({"hidden": []})
+
+
 def test_yaml_round_trip_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     dump_config(TrainConfig(epochs=3, directions=8), path)

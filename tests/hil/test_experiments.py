@@ -22,7 +22,7 @@ def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
     assert set(groups) == {(net, rule) for net in ("MLP", "CNN") for rule in ("bp", "mf-ad", "mf-dd")}
     assert all(len(g["runs"]) == 2 and g["test_accuracy"]["n"] == 2 for g in groups.values())
     assert [r["config"]["seed"] for r in groups["CNN", "mf-dd"]["runs"]] == [0, 1]
-    assert groups["CNN", "mf-dd"]["runs"][0]["summary"]["device"].endswith("conv=8c3p2")
+    assert groups["CNN", "mf-dd"]["runs"][0]["summary"]["device"].endswith("layers=64&conv=8c3p2,16c3")
     assert groups["MLP", "mf-dd"]["queries_per_step"] == 1 + 2 * 4
     assert all(g["test_accuracy"]["mean"] > 0.8 for g in groups.values())
     assert "| digits | CNN |" in table and "+-" in table

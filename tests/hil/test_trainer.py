@@ -127,6 +127,7 @@ def test_sim_url_gets_the_dataset_width_and_hidden_sizes():
     assert resolve_device_url("sim://crossbar?layers=4,2", 64, [8]) == "sim://crossbar?layers=4,2"
     assert resolve_device_url("serial:///dev/ttyACM0", 64, [8]) == "serial:///dev/ttyACM0"
     assert resolve_device_url("sim://crossbar", 64, [8], "4c3p2") == "sim://crossbar?layers=64,8&conv=4c3p2"
+    assert resolve_device_url("sim://crossbar", 64, [], "4c3p2") == "sim://crossbar?layers=64&conv=4c3p2"
 
 
 def test_mf_dd_uses_no_autograd(tmp_path, monkeypatch):
