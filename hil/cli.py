@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--nets", help="rq1: comma-separated networks, MLP and/or CNN (default: both)")
     bench.add_argument("--hidden", type=_widths, help="rq2 and mdfa: the MLP's hidden widths, e.g. 256,256 "
                        "(default: 1000,1000 for rq2, 256,256 for mdfa)")
+    bench.add_argument("--name", help="file stem of the results (default: the experiment, plus _smoke with --smoke)")
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
     bench.add_argument("--threads", type=int, help="CPU threads for torch")
     return parser
@@ -191,7 +192,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
                         data_dir=args.data_dir, smoke=args.smoke, threads=args.threads, nets=nets,
-                        hidden=args.hidden)
+                        hidden=args.hidden, name=args.name)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

@@ -52,6 +52,7 @@ class Settings:
     threads: int | None = None
     nets: list[str] = field(default_factory=lambda: list(NETS))
     hidden: list[int] | None = None
+    name: str | None = None
 
 
 # ---------------------------------------------------------------------------- running and writing
@@ -165,7 +166,7 @@ def _mean_curve(group: dict[str, Any], key: str) -> list[float]:
 
 def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: str, extra: dict[str, Any],
             plot: Callable[[Path], None]) -> Path:
-    name = f"{name}_smoke" if settings.smoke else name
+    name = settings.name or (f"{name}_smoke" if settings.smoke else name)
     payload = {"environment": environment(), "seeds": list(range(settings.seeds)), **extra,
                "groups": groups}
     write_results(settings.out, name, payload, table)

@@ -89,14 +89,6 @@ def test_devices_lists_ports_and_says_what_it_lacks(capsys):
     assert out.startswith("serial ports:") and "VISA resources:" in out
 
 
-def test_an_empty_hidden_list_with_conv_layers_trains_a_conv_only_network(tmp_path, capsys):
-    assert main(["train", "--hidden", "", "--conv", "8c3p2,16c3", "--epochs", "4", "--batch-size", "32",
-                 "--json", "--no-progress", "--run-dir", str(tmp_path / "r")]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["device"].endswith("layers=64&conv=8c3p2,16c3")
-    assert summary["test_accuracy"] >= 0.85
-
-
 @pytest.mark.parametrize("argv, needle", [
     (["emulate", "--pty", "--preset", "nope"], "nope"),
     (["emulate", "--pty", "--drop", "2"], "--drop"),

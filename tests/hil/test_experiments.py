@@ -7,10 +7,10 @@ import pytest
 from hil.cli import main
 
 
-def _run(tmp_path, experiment, *extra):
+def _run(tmp_path, experiment, *extra, name=None):
     assert main(["bench", experiment, "--smoke", "--seeds", "2", "--epochs", "3", "--out", str(tmp_path),
-                 "--threads", "1", *extra]) == 0
-    name = f"{experiment}_smoke"
+                 "--threads", "1", *extra, *(["--name", name] if name else [])]) == 0
+    name = name or f"{experiment}_smoke"
     for suffix in (".json", ".md", ".png"):
         assert (tmp_path / f"{name}{suffix}").stat().st_size > 0
     return json.loads((tmp_path / f"{name}.json").read_text()), (tmp_path / f"{name}.md").read_text()
@@ -29,7 +29,7 @@ def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
 
 
 def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
-    payload, table = _run(tmp_path, "rq2", "--hidden", "24")
+    payload, table = _run(tmp_path, "rq2", "--hidden", "24", name="rq2_narrow")
     cells = {(g["directions"], g["combine"]): g for g in payload["groups"]}
     assert set(cells) == {(p, c) for p in (1, 2, 4, 8) for c in ("mean", "projection")}
     for (p, _), g in cells.items():
