@@ -125,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--kind", default="crossbar", help="simulator: crossbar or photonic (default: crossbar)")
     emulate.add_argument("--preset", default="ideal", help="physics preset, see README (default: ideal)")
     emulate.add_argument("--layers", type=_widths, help="widths, input first (default: 64,256,256)")
+    emulate.add_argument("--conv", default="", help="crossbar conv layers before the dense ones, e.g. 8c3p2 "
+                         "(then --layers is the input width and the dense widths, e.g. 64,10)")
     emulate.add_argument("--seed", type=int, default=0, help="noise seed of the simulated device (default: 0)")
     emulate.add_argument("--threads", type=int, default=1,
                          help="torch threads of the simulation; the host driving it needs the other cores (default: 1)")
@@ -257,6 +259,8 @@ def _emulate(args: argparse.Namespace) -> int:
     query = f"preset={args.preset}&seed={args.seed}"
     if args.layers:
         query += "&layers=" + ",".join(map(str, args.layers))
+    if args.conv:
+        query += f"&conv={args.conv}"
     device = open_sim(f"sim://{args.kind}?{query}")
     try:
         faults = Faults(corrupt=args.corrupt, drop=args.drop, latency_ms=args.latency, baud=args.baud,

@@ -17,6 +17,7 @@ from simulators.registry import open_sim
 from simulators.serve import Dialect, PtyServer
 
 CONTRACT_SIM = "sim://crossbar?layers=16,12,10"
+CNN_SIM = "sim://crossbar?preset=rram&layers=64,10&conv=4c3p2&seed=5"  # a conv layer over the links
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

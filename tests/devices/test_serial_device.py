@@ -15,14 +15,15 @@ from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
 from simulators.serve import serve_tcp
-from tests.conftest import start_emulator, train_through
+from tests.conftest import CNN_SIM, start_emulator, train_through
 
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
 
 
-def test_training_through_the_pty_equals_training_in_process(tmp_path):
-    local, local_summary = train_through(tmp_path, "local", SIM)
-    server = start_emulator(SIM)
+@pytest.mark.parametrize("sim", [SIM, CNN_SIM], ids=["mlp", "cnn"])
+def test_training_through_the_pty_equals_training_in_process(tmp_path, sim):
+    local, local_summary = train_through(tmp_path, "local", sim)
+    server = start_emulator(sim)
     try:
         remote, remote_summary = train_through(tmp_path, "remote", f"serial://{server.port}")
     finally:

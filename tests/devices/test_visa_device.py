@@ -13,7 +13,7 @@ from devices.visa_device import ScpiErrors, VisaDevice
 from simulators.emulator import Faults, Firmware
 from simulators.registry import open_sim
 from simulators.serve import serve_tcp
-from tests.conftest import train_through
+from tests.conftest import CNN_SIM, train_through
 
 YAML = Path(__file__).with_name("hil_instrument.yaml")
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
@@ -48,9 +48,10 @@ def test_the_driver_refuses_other_instruments(host, message):
         VisaDevice(_yaml_url(host))
 
 
-def test_training_over_visa_equals_training_in_process(tmp_path):
-    local, local_summary = train_through(tmp_path, "local", SIM)
-    port, _ = _serve(SIM)
+@pytest.mark.parametrize("sim", [SIM, CNN_SIM], ids=["mlp", "cnn"])
+def test_training_over_visa_equals_training_in_process(tmp_path, sim):
+    local, local_summary = train_through(tmp_path, "local", sim)
+    port, _ = _serve(sim)
     remote, remote_summary = train_through(tmp_path, "visa", f"visa://TCPIP0::127.0.0.1::{port}::SOCKET")
     for a, b in zip(local.model.tensors(), remote.model.tensors()):
         assert torch.equal(a, b)

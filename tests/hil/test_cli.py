@@ -92,6 +92,7 @@ def test_devices_lists_ports_and_says_what_it_lacks(capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["emulate", "--pty", "--preset", "nope"], "nope"),
     (["emulate", "--pty", "--drop", "2"], "--drop"),
+    (["emulate", "--pty", "--layers", "64,10", "--conv", "4c2"], "odd"),
 ])
 def test_emulate_refuses_bad_options(argv, needle, capsys):
     assert main(argv) == 2
