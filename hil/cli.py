@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from devices.errors import DeviceError
+from hil.allocator import keep_freed_memory
 from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
 from hil.runs import RunFolder
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command in ("train", "emulate", "bench"):
+        keep_freed_memory()
     try:
         if args.command == "train":
             return _train(args)
