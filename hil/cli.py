@@ -230,7 +230,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, overrides) if args.config else build_config(overrides)
         run = RunFolder.create(config)
-    trainer = Trainer(config, run, progress=not args.no_progress)
+    try:
+        trainer = Trainer(config, run, progress=not args.no_progress)
+    except (ConfigError, DatasetError, DeviceError):
+        if args.resume is None:
+            run.discard_if_unstarted()
+        raise
     if args.serve:
         from hil.serving import serve_in_thread
 

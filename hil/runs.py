@@ -33,6 +33,12 @@ class RunFolder:
         dump_config(config.model_copy(update={"run_dir": path}), path / CONFIG)
         return run
 
+    def discard_if_unstarted(self) -> None:
+        """Remove the folder if it holds nothing but its config: a run refused before it started."""
+        if [p.name for p in self.path.iterdir()] == [CONFIG]:
+            (self.path / CONFIG).unlink()
+            self.path.rmdir()
+
     def config(self, overrides: dict[str, Any] | None = None) -> TrainConfig:
         return load_config(self.path / CONFIG, overrides)
 

@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, monkeypatch, capsys,
     assert main(argv + ["--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hil: error:") and needle in err and "\n" not in err
+    assert not list(tmp_path.glob("runs/*"))  # a refused run leaves no folder behind
 
 
 def test_help_explains_the_flags():
