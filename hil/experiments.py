@@ -292,8 +292,12 @@ def _plot_rq2(path: Path, groups: list[dict[str, Any]]) -> None:
                         yerr=[g["test_accuracy"]["std"] for g in chosen], fmt=style, capsize=3, label=combine)
         time_ax.plot(ps, [g["seconds_per_epoch"]["mean"] for g in chosen], style, label=combine)
     loss_ax.set(xlabel="epoch", ylabel="validation loss (final layer)", title="validation loss")
-    acc_ax.set(xlabel="P", ylabel="test accuracy (cumulative)", title="accuracy against P", xscale="log")
-    time_ax.set(xlabel="P", ylabel="train seconds per epoch", title="time against P", xscale="log")
+    acc_ax.set(xlabel="P", ylabel="test accuracy (cumulative)", title="accuracy against P")
+    time_ax.set(xlabel="P", ylabel="train seconds per epoch", title="time against P")
+    for ax in (acc_ax, time_ax):  # P on a log-2 axis, ticked at the P run
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ps, [str(p) for p in ps])
+        ax.minorticks_off()
     for ax in (loss_ax, acc_ax, time_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
