@@ -21,7 +21,7 @@ from hil.runs import RunFolder
 
 def _widths(text: str) -> list[int]:
     try:
-        return [int(w) for w in text.split(",") if w.strip()]
+        return [int(w) for w in text.split(",")] if text.strip() else []
     except ValueError:
         raise argparse.ArgumentTypeError(f"widths must be integers separated by commas, got {text!r}") from None
 

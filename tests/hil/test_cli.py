@@ -1,10 +1,11 @@
+import argparse
 import json
 import subprocess
 import sys
 
 import pytest
 
-from hil.cli import main
+from hil.cli import _widths, main
 
 REQUIRED = {"rule", "dataset", "device", "epochs", "directions", "test_accuracy",
             "test_accuracy_final_layer", "test_accuracy_cumulative", "device_queries",
@@ -28,6 +29,12 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
     assert main(["train", "--resume", run, "--epochs", "2", "--json", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 2
+
+
+def test_widths_take_an_empty_list_but_no_empty_entry():
+    assert _widths("") == [] and _widths("64,10") == [64, 10]
+    with pytest.raises(argparse.ArgumentTypeError, match="'64,,10'"):
+        _widths("64,,10")
 
 
 def test_an_empty_hidden_list_with_conv_layers_trains_a_conv_only_network(tmp_path, capsys):
