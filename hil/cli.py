@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -179,23 +180,32 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: 1000,1000 for rq2, 256,256 for mdfa)")
     bench.add_argument("--name", help="file stem of the results (default: the experiment, plus _smoke with --smoke)")
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
-    bench.add_argument("--threads", type=int, help="CPU threads for torch")
+    bench.add_argument("--threads", type=int, help="CPU threads for torch, per run (default: all the cores, "
+                       "shared out among --jobs)")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process "
+                       "(default: 1)")
+    bench.add_argument("--reuse", type=Path, action="append", default=[], metavar="JSON",
+                       help="an earlier results file: its runs whose config equals one asked for are taken "
+                       "instead of trained again, e.g. to add seeds (may be repeated)")
     return parser
 
 
 def _bench(args: argparse.Namespace) -> int:
     from hil.experiments import EXPERIMENTS, NETS, Settings
 
-    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
-        raise ConfigError("--seeds and --epochs must be at least 1")
+    if args.seeds < 1 or args.jobs < 1 or (args.epochs is not None and args.epochs < 1):
+        raise ConfigError("--seeds, --jobs and --epochs must be at least 1")
+    threads = args.threads
+    if threads is None and args.jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
     datasets = _names(args.datasets)
     nets = _names(args.nets) or list(NETS)
     unknown = sorted(set(nets) - set(NETS))
     if unknown:
         raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
-                        data_dir=args.data_dir, smoke=args.smoke, threads=args.threads, nets=nets,
-                        hidden=args.hidden, name=args.name)
+                        data_dir=args.data_dir, smoke=args.smoke, threads=threads, nets=nets,
+                        hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

@@ -3,7 +3,9 @@
 Each trains a grid of configs over several seeds on the simulated crossbar and writes
 ``NAME.json`` (every run's config, summary and history), ``NAME.md`` (mean +- std over the seeds,
 published numbers beside) and ``NAME.png`` to a results folder. ``smoke`` is a short version on
-digits that CI runs; the benchmark scripts in ``bench/`` share the helpers here.
+digits that CI runs; the benchmark scripts in ``bench/`` share the helpers here. Runs may train in
+several processes at once (``jobs``), and runs already in earlier results files with the very same
+config are taken from there instead of trained again (``reuse``), so a long grid can grow by seeds.
 """
 
 import json
@@ -14,13 +16,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hil.config import build_config
+from hil.allocator import keep_freed_memory
+from hil.config import ConfigError, build_config
 from hil.data import DEFAULT_DIRS
 from hil.runs import RunFolder
 from hil.trainer import Trainer
@@ -53,19 +58,24 @@ class Settings:
     nets: list[str] = field(default_factory=lambda: list(NETS))
     hidden: list[int] | None = None
     name: str | None = None
+    jobs: int = 1
+    reuse: list[Path] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- running and writing
 
 
-def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False) -> dict[str, Any]:
+def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
+               progress: bool | None = None) -> dict[str, Any]:
     """Train one config in a scratch run folder; return its summary, history and epoch times.
 
     With ``keep_trainer`` the result also holds the trainer (model and device) under "trainer".
+    ``progress`` shows the epoch's bar (default: when stderr is a terminal).
     """
     with tempfile.TemporaryDirectory() as scratch:
         config = build_config({**values, "run_dir": Path(scratch) / "run"})
-        trainer = Trainer(config, RunFolder.create(config), progress=sys.stderr.isatty())
+        show = sys.stderr.isatty() if progress is None else progress
+        trainer = Trainer(config, RunFolder.create(config), progress=show)
         started = time.perf_counter()
         summary = trainer.fit()
         wall = time.perf_counter() - started
@@ -138,11 +148,65 @@ def plot_curves(path: Path, runs: list[dict[str, Any]], title: str) -> None:
 # ---------------------------------------------------------------------------- seeds and statistics
 
 
-def over_seeds(settings: Settings, values: dict[str, Any], label: str) -> dict[str, Any]:
-    """Run ``values`` once per seed; the group keeps every run and their mean +- std."""
-    runs = [run_config({**values, "seed": seed, "threads": settings.threads}, f"{label}, seed {seed}")
-            for seed in range(settings.seeds)]
-    group: dict[str, Any] = {"label": label, "runs": runs}
+def config_key(values: dict[str, Any]) -> str:
+    """The full config ``values`` make (defaults filled in), as text: equal keys train alike."""
+    config = build_config({**values, "run_dir": Path("unused")})
+    return json.dumps(config.model_dump(mode="json", exclude={"run_dir"}), sort_keys=True)
+
+
+def finished_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """The runs of a results file by :func:`config_key`, each marked with the file and its environment."""
+    try:
+        payload = json.loads(path.read_text())
+        origin = {"file": str(path), "environment": payload["environment"]}
+        return {json.dumps(run["config"], sort_keys=True): {**run, "reused_from": origin}
+                for group in payload["groups"] for run in group["runs"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path} is not a results file of hil bench ({type(err).__name__}: {err}); "
+                          "give a NAME.json that hil bench wrote") from None
+
+
+class Runner:
+    """Trains configs, in ``jobs`` worker processes, or takes them from earlier results files.
+
+    A run in a ``reuse`` file whose config equals the one asked for is taken as it is, marked with
+    the file and the environment that produced it.
+    """
+
+    def __init__(self, jobs: int = 1, reuse: list[Path] | None = None) -> None:
+        self.finished = {key: run for path in reuse or [] for key, run in finished_runs(path).items()}
+        self.pool = None if jobs <= 1 else ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=keep_freed_memory)
+
+    def submit(self, values: dict[str, Any], label: str) -> Future[dict[str, Any]]:
+        """The result of :func:`run_config` for ``values``: reused, trained here, or in a worker."""
+        earlier = self.finished.get(config_key(values))
+        if self.pool is not None and earlier is None:
+            return self.pool.submit(run_config, values, label, progress=False)
+        done: Future[dict[str, Any]] = Future()
+        if earlier is not None:
+            print(f"{label}: reused from {earlier['reused_from']['file']}", file=sys.stderr)
+        done.set_result({**earlier, "label": label} if earlier is not None else run_config(values, label))
+        return done
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label: str) -> dict[str, Any]:
+    """Submit ``values`` once per seed; :func:`settle` waits for the runs and adds mean +- std."""
+    return {"label": label, "runs": [
+        runner.submit({**values, "seed": seed, "threads": settings.threads}, f"{label}, seed {seed}")
+        for seed in range(settings.seeds)]}
+
+
+def settle(group: dict[str, Any]) -> dict[str, Any]:
+    """Replace a group's pending runs by their results and add their statistics."""
+    runs = group["runs"] = [future.result() for future in group["runs"]]
     for key in ("test_accuracy", "test_accuracy_final_layer"):
         group[key] = _stats([r["summary"][key] for r in runs])
     group["seconds_per_epoch"] = _stats([r["train_seconds_per_epoch"] for r in runs])
@@ -167,12 +231,26 @@ def _mean_curve(group: dict[str, Any], key: str) -> list[float]:
 def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: str, extra: dict[str, Any],
             plot: Callable[[Path], None]) -> Path:
     name = settings.name or (f"{name}_smoke" if settings.smoke else name)
-    payload = {"environment": environment(), "seeds": list(range(settings.seeds)), **extra,
-               "groups": groups}
-    write_results(settings.out, name, payload, table)
+    env = {**environment(), "jobs": settings.jobs}
+    if settings.threads:  # each run's own setting, also where runs train in worker processes
+        env["cpu_threads"] = settings.threads
+    payload = {"environment": env, "seeds": list(range(settings.seeds)), **extra, "groups": groups}
+    write_results(settings.out, name, payload, table + _reuse_note(groups))
     plot(settings.out / f"{name}.png")
     print(table)
     return settings.out / f"{name}.md"
+
+
+def _reuse_note(groups: list[dict[str, Any]]) -> str:
+    """Which runs came from earlier results files, and what produced them (empty when none did)."""
+    runs = [r for g in groups for r in g["runs"]]
+    origins: dict[str, tuple[dict[str, Any], int]] = {}
+    for run in runs:
+        if "reused_from" in run:
+            origin = run["reused_from"]
+            origins[origin["file"]] = (origin["environment"], origins.get(origin["file"], (None, 0))[1] + 1)
+    return "".join(f"\n{count} of the {len(runs)} runs are reused from `{file}`, produced by "
+                   f"`{env['command']}` (torch {env['torch']}).\n" for file, (env, count) in origins.items())
 
 
 def available_datasets(settings: Settings) -> list[str]:
@@ -207,22 +285,25 @@ def rq1(settings: Settings) -> Path:
     """The poster's accuracy table: BP, MF+AD and MF+DD (P=4), MLP and CNN, on each dataset."""
     nets = {net: NETS[net]["smoke" if settings.smoke else "full"] for net in settings.nets}
     train = _training(settings, 20, 3e-3)
-    groups, rows = [], []
-    for dataset in available_datasets(settings):
-        for net, shape in nets.items():
-            cells = []
-            for rule, extra in (("bp", {}), ("mf-ad", {}), ("mf-dd", {"directions": 4})):
-                values = {**train, **shape, **extra, "rule": rule, "dataset": dataset,
-                          "data_dir": _data_dir(settings, dataset)}
-                group = over_seeds(settings, values, f"{dataset} {net} {rule}")
-                group.update(dataset=dataset, net=net, rule=rule)
-                groups.append(group)
-                cells.append(group)
-            poster = POSTER.get((dataset, net))
-            rows.append(f"| {dataset} | {net} | " + " | ".join(
-                _pm(g["test_accuracy"])
-                + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
-                for g in cells) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
+    groups = []
+    with Runner(settings.jobs, settings.reuse) as runner:
+        for dataset in available_datasets(settings):
+            for net, shape in nets.items():
+                for rule, extra in (("bp", {}), ("mf-ad", {}), ("mf-dd", {"directions": 4})):
+                    values = {**train, **shape, **extra, "rule": rule, "dataset": dataset,
+                              "data_dir": _data_dir(settings, dataset)}
+                    group = over_seeds(runner, settings, values, f"{dataset} {net} {rule}")
+                    groups.append({**group, "dataset": dataset, "net": net, "rule": rule})
+        groups = [settle(g) for g in groups]
+    rows = []
+    for i in range(0, len(groups), 3):
+        cells = groups[i:i + 3]
+        dataset, net = cells[0]["dataset"], cells[0]["net"]
+        poster = POSTER.get((dataset, net))
+        rows.append(f"| {dataset} | {net} | " + " | ".join(
+            _pm(g["test_accuracy"])
+            + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
+            for g in cells) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
     table = (f"{settings.seeds} seeds, {train['epochs']} epochs, ideal simulated crossbar; "
              "mean +- std of test accuracy (cumulative for Mono-Forward; final layer mean in parentheses).\n\n"
              "| dataset | net | BP | MF+AD | MF+DD (P=4) | poster BP / AD / DD |\n|---|---|---|---|---|---|\n"
@@ -258,16 +339,14 @@ def rq2(settings: Settings) -> Path:
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
     train = {**_training(settings, 20, 3e-3), "hidden": _hidden(settings, [32], [1000, 1000]),
              "rule": "mf-dd", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
-    groups, rows = [], []
-    for p in (1, 2, 4, 8):
-        for combine in ("mean", "projection"):
-            group = over_seeds(settings, {**train, "directions": p, "combine": combine}, f"P={p} {combine}")
-            group.update(directions=p, combine=combine)
-            groups.append(group)
-            rows.append(f"| {p} | {combine} | {_pm(group['test_accuracy'])} | "
-                        f"{group['test_accuracy_final_layer']['mean']:.4f} | "
-                        f"{_mean_curve(group, 'test_loss')[-1]:.4f} | "
-                        f"{group['seconds_per_epoch']['mean']:.2f} | {group['queries_per_step']:.0f} |")
+    with Runner(settings.jobs, settings.reuse) as runner:
+        groups = [{**over_seeds(runner, settings, {**train, "directions": p, "combine": combine}, f"P={p} {combine}"),
+                   "directions": p, "combine": combine}
+                  for p in (1, 2, 4, 8) for combine in ("mean", "projection")]
+        groups = [settle(g) for g in groups]
+    rows = [f"| {g['directions']} | {g['combine']} | {_pm(g['test_accuracy'])} | "
+            f"{g['test_accuracy_final_layer']['mean']:.4f} | {_mean_curve(g, 'test_loss')[-1]:.4f} | "
+            f"{g['seconds_per_epoch']['mean']:.2f} | {g['queries_per_step']:.0f} |" for g in groups]
     table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, ideal simulated "
              "crossbar.\n\n| P | combine | test acc. cumulative | final layer | validation loss | "
              "train s / epoch | queries / step |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
@@ -320,15 +399,15 @@ def mdfa(settings: Settings) -> Path:
     train = {**_training(settings, 10, 1e-2), "hidden": _hidden(settings, [32, 32], [256, 256]),
              "device": "sim://crossbar?activation=tanh", "dataset": dataset,
              "data_dir": _data_dir(settings, dataset)}
-    groups, rows = [], []
-    for classes in tasks:
-        name = f"classes {classes[0]} vs {classes[1]}" if classes else "all classes"
-        cells = []
-        for rule in ("bp", "dfa", "mdfa"):
-            group = over_seeds(settings, {**train, "rule": rule, "classes": classes}, f"{name} {rule}")
-            group.update(task=name, rule=rule)
-            groups.append(group)
-            cells.append(group)
+    names = [f"classes {c[0]} vs {c[1]}" if c else "all classes" for c in tasks]
+    with Runner(settings.jobs, settings.reuse) as runner:
+        groups = [{**over_seeds(runner, settings, {**train, "rule": rule, "classes": classes}, f"{name} {rule}"),
+                   "task": name, "rule": rule}
+                  for classes, name in zip(tasks, names) for rule in ("bp", "dfa", "mdfa")]
+        groups = [settle(g) for g in groups]
+    rows = []
+    for i, name in enumerate(names):
+        cells = groups[3 * i:3 * i + 3]
         gap = cells[2]["test_accuracy"]["mean"] - cells[1]["test_accuracy"]["mean"]
         rows.append(f"| {name} | " + " | ".join(_pm(g["test_accuracy"]) for g in cells) + f" | {gap:+.4f} |")
     table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, "

@@ -48,8 +48,38 @@ def test_mdfa_smoke_covers_pairs_and_all_classes(tmp_path):
     assert "mDFA - DFA" in table
 
 
-def test_bench_refuses_bad_arguments(capsys):
+def _summaries(payload):
+    return {r["label"]: r["summary"]["test_accuracy"] for g in payload["groups"] for r in g["runs"]}
+
+
+def test_jobs_train_alike_and_reuse_adds_seeds_to_earlier_results(tmp_path):
+    common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--epochs", "2", "--threads", "1"]
+    assert main([*common, "--seeds", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
+    earlier = tmp_path / "one" / "rq1_smoke.json"
+    assert main([*common, "--seeds", "2", "--jobs", "2", "--reuse", str(earlier), "--out", str(tmp_path / "more")]) == 0
+    one, pool, more = (json.loads((tmp_path / d / "rq1_smoke.json").read_text()) for d in ("one", "pool", "more"))
+    # runs in worker processes train exactly as in this one
+    assert {k: v for k, v in _summaries(pool).items() if k.endswith("seed 0")} == _summaries(one)
+    assert _summaries(more) == _summaries(pool)
+    runs = [r for g in more["groups"] for r in g["runs"]]
+    reused = [r for r in runs if "reused_from" in r]
+    assert [r["config"]["seed"] for r in reused] == [0, 0, 0]
+    assert all(r["reused_from"]["file"] == str(earlier) for r in reused)
+    # a reused run is the earlier one, timings and all, not trained again
+    assert [r["wall_seconds"] for r in reused] == [r["wall_seconds"] for g in one["groups"] for r in g["runs"]]
+    assert more["environment"]["jobs"] == 2
+    assert f"3 of the 6 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
+
+
+def test_bench_refuses_bad_arguments(capsys, tmp_path):
     assert main(["bench", "rq1", "--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
+    assert main(["bench", "rq1", "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    not_results = tmp_path / "notes.json"
+    not_results.write_text('{"runs": []}')
+    assert main(["bench", "rq1", "--reuse", str(not_results)]) == 2
+    assert "is not a results file of hil bench" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "rq9"])
