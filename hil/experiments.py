@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,15 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
     """Train one config in a scratch run folder; return its summary, history and epoch times.
 
     With ``keep_trainer`` the result also holds the trainer (model and device) under "trainer".
-    ``progress`` shows the epoch's bar (default: when stderr is a terminal).
+    ``progress`` shows the epoch's bar (default: when stderr is a terminal); without it each
+    epoch is one line, labelled, so runs in parallel workers can be told apart.
     """
     with tempfile.TemporaryDirectory() as scratch:
         config = build_config({**values, "run_dir": Path(scratch) / "run"})
         show = sys.stderr.isatty() if progress is None else progress
         trainer = Trainer(config, RunFolder.create(config), progress=show)
+        if not show:
+            trainer.on_epoch = partial(_epoch_line, label)
         started = time.perf_counter()
         summary = trainer.fit()
         wall = time.perf_counter() - started
@@ -95,6 +99,12 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
     if keep_trainer:
         result["trainer"] = trainer
     return result
+
+
+def _epoch_line(label: str, trainer: Trainer, row: dict[str, Any]) -> None:
+    accuracy = row["test_accuracy_cumulative" if trainer.rule.layer_local else "test_accuracy_final_layer"]
+    print(f"{label}: epoch {row['epoch']}/{trainer.config.epochs}, test accuracy {accuracy:.4f}, "
+          f"{row['train_seconds']:.0f} s training", file=sys.stderr, flush=True)
 
 
 def environment() -> dict[str, Any]:

@@ -100,6 +100,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []
         self.on_step: Callable[[Trainer], None] | None = None
+        self.on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None
+        """Called with each epoch's metrics row once it is logged."""
         self.calibration: dict[str, float] | None = None
         self.recorder = RunRecorder(run, config.model_dump(mode="json"), self.device_url, self.info.identity,
                                     config.seed)
@@ -206,6 +208,8 @@ class Trainer:
         if self.progress:
             tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
                        f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
+        if self.on_epoch is not None:
+            self.on_epoch(self, row)
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []
