@@ -153,9 +153,13 @@ def _parser() -> argparse.ArgumentParser:
         "with the board's UART on a pseudo-terminal and prints the path (train with --device serial://PATH).",
     )
     action = firmware.add_subparsers(dest="action", required=True)
-    action.add_parser("build", help="compile the QEMU image (make -C firmware qemu)")
+    build = action.add_parser("build", help="compile the QEMU image (make -C firmware qemu)")
     run_qemu = action.add_parser("run-qemu", help="boot the image in qemu-system-arm, UART on a pty")
-    run_qemu.add_argument("--image", type=Path, help="firmware ELF (default: the one `hil firmware build` makes)")
+    for parser_ in (build, run_qemu):
+        parser_.add_argument("--net", help="a network of firmware/nets instead of core/network.h's, "
+                             "e.g. conv_digits (a conv layer, then a dense one)")
+    run_qemu.add_argument("--image", type=Path, help="firmware ELF (default: the one `hil firmware build` makes "
+                          "for --net)")
     run_qemu.add_argument("--link", type=Path, help="also make this stable symlink to the pty")
     run_qemu.add_argument("--build", action="store_true", help="build the image first")
 
@@ -358,14 +362,14 @@ def _devices() -> int:
 
 
 def _firmware(args: argparse.Namespace) -> int:
-    from simulators.qemu import DEFAULT_IMAGE, QemuFirmware, build_firmware
+    from simulators.qemu import QemuFirmware, build_firmware, image_path
 
     if args.action == "build" or args.build:
-        image = build_firmware()
+        image = build_firmware(args.net)
         print(f"built {image}", file=sys.stderr)
         if args.action == "build":
             return 0
-    qemu = QemuFirmware(args.image or DEFAULT_IMAGE, args.link)
+    qemu = QemuFirmware(args.image or image_path(args.net), args.link)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         qemu.start()

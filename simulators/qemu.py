@@ -30,19 +30,36 @@ class FirmwareError(DeviceError):
     """The firmware could not be built or booted; the message says what is missing."""
 
 
-def build_firmware() -> Path:
-    """Run ``make -C firmware qemu`` and return the image; raises with make's output."""
+def firmware_nets() -> list[str]:
+    """The networks the firmware can be built for besides its default: headers in ``firmware/nets``."""
+    return sorted(p.stem for p in (FIRMWARE_DIR / "nets").glob("*.h"))
+
+
+def image_path(net: str | None = None) -> Path:
+    """Where ``make qemu`` puts the image: the default network's, or that of ``nets/NET.h``."""
+    return DEFAULT_IMAGE if net is None else FIRMWARE_DIR / "build" / net / "mps2-an385" / "hil-firmware.elf"
+
+
+def build_firmware(net: str | None = None) -> Path:
+    """Run ``make -C firmware qemu`` (for ``nets/NET.h`` when given) and return the image.
+
+    Raises with make's output, or naming the networks there are when ``net`` is not one.
+    """
     if not (FIRMWARE_DIR / "Makefile").exists():
         raise FirmwareError(f"no firmware sources at {FIRMWARE_DIR}: they ship with the hil repository, "
                             "not the wheel; run from a clone")
+    if net is not None and net not in firmware_nets():
+        raise FirmwareError(f"no network {net!r} in {FIRMWARE_DIR / 'nets'}; choose from "
+                            f"{', '.join(firmware_nets())}, or leave it out for core/network.h's")
     for tool in ("make", "arm-none-eabi-gcc"):
         if shutil.which(tool) is None:
             raise FirmwareError(f"{tool} not found; install it (Debian: apt-get install make gcc-arm-none-eabi "
                                 "libnewlib-arm-none-eabi)")
-    done = subprocess.run(["make", "-C", str(FIRMWARE_DIR), "qemu"], capture_output=True, text=True)
+    command = ["make", "-C", str(FIRMWARE_DIR), "qemu", *([f"NET=nets/{net}.h"] if net else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise FirmwareError(f"make qemu failed:\n{done.stdout}{done.stderr}")
-    return DEFAULT_IMAGE
+    return image_path(net)
 
 
 def image_memory(image: Path) -> dict[str, int]:

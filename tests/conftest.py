@@ -43,13 +43,9 @@ def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, di
 FIRMWARE_TOOLS = ("make", "arm-none-eabi-gcc", QEMU)
 
 
-@pytest.fixture(scope="session")
-def firmware_image() -> Path:
-    """The reference firmware built for QEMU (once per session).
-
-    Without the toolchain the firmware tests are skipped, except where HIL_REQUIRE_FIRMWARE is set
-    (CI installs the toolchain and sets it, so there they fail instead).
-    """
+def _firmware_tools() -> None:
+    """Skip without the firmware toolchain, except where HIL_REQUIRE_FIRMWARE is set (CI installs
+    the toolchain and sets it, so there the tests fail instead)."""
     missing = [tool for tool in FIRMWARE_TOOLS if shutil.which(tool) is None]
     if missing:
         message = (f"{', '.join(missing)} not found: apt-get install make gcc-arm-none-eabi "
@@ -57,7 +53,20 @@ def firmware_image() -> Path:
         if os.environ.get("HIL_REQUIRE_FIRMWARE"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def firmware_image() -> Path:
+    """The reference firmware built for QEMU (once per session)."""
+    _firmware_tools()
     return build_firmware()
+
+
+@pytest.fixture(scope="session")
+def conv_firmware_image() -> Path:
+    """The reference firmware built for QEMU with its conv network (``firmware/nets/conv_digits.h``)."""
+    _firmware_tools()
+    return build_firmware("conv_digits")
 
 
 @pytest.fixture

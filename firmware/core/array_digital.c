@@ -4,18 +4,17 @@
 
 #include "network.h"
 
-static const unsigned WIDTHS[NET_LAYERS + 1] = NET_WIDTHS;
 static int16_t cells[NET_LAYERS][NET_MAX_WIDTH][NET_MAX_WIDTH];
 
 void array_program_row(unsigned layer, unsigned row, const int16_t *values)
 {
-    for (unsigned j = 0; j < WIDTHS[layer]; j++)
+    for (unsigned j = 0; j < net_array_inputs(layer); j++)
         cells[layer][row][j] = values[j];
 }
 
 void array_read(unsigned layer, const int16_t *input, int64_t *sums)
 {
-    unsigned n_in = WIDTHS[layer], n_out = WIDTHS[layer + 1];
+    unsigned n_in = net_array_inputs(layer), n_out = net_array_outputs(layer);
     for (unsigned i = 0; i < n_out; i++) {
         const int16_t *w = cells[layer][i];
         int64_t acc = 0;

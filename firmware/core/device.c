@@ -31,7 +31,6 @@ enum status {
     ST_OUT_OF_BOUNDS, ST_NOT_READY, ST_BATCH_TOO_LARGE, ST_UNSUPPORTED, ST_VERSION, ST_INTERNAL,
 };
 
-static const unsigned WIDTHS[NET_LAYERS + 1] = NET_WIDTHS;
 static const unsigned GAIN_SHIFTS[NET_LAYERS] = NET_GAIN_SHIFTS;
 
 /* ---- state ------------------------------------------------------------------------------ */
@@ -79,6 +78,8 @@ static int64_t sums[NET_MAX_WIDTH];
 static float activations[NET_MAX_WIDTH];
 static float direction[NET_MAX_WIDTH + 1];
 static int16_t row_bias[NET_MAX_WIDTH];
+static int16_t patch[NET_MAX_WIDTH]; /* a conv layer's array input at one pixel */
+static float pixel[NET_MAX_WIDTH];   /* and its array's outputs there */
 
 /* The reason a handler refused its request: pushed to the error queue by the dispatcher. */
 static const char *failure;
@@ -237,13 +238,13 @@ static void reboot(void)
 
 static bool params_ready(unsigned l)
 {
-    return layers[l].weight_written.count == WIDTHS[l] * WIDTHS[l + 1] &&
-           layers[l].bias_written.count == WIDTHS[l + 1];
+    return layers[l].weight_written.count == net_array_inputs(l) * net_array_outputs(l) &&
+           layers[l].bias_written.count == net_array_outputs(l);
 }
 
 static bool input_ready(unsigned l)
 {
-    return layers[l].batch && layers[l].input_written.count == layers[l].batch * WIDTHS[l];
+    return layers[l].batch && layers[l].input_written.count == layers[l].batch * NET_WIDTH[l];
 }
 
 /* Weights and biases in [-1, 1] to cells: round to the nearest 2^-WEIGHT_FRAC. */
@@ -276,23 +277,60 @@ static void program_base(unsigned l)
 {
     if (layers[l].programmed)
         return;
-    for (unsigned i = 0; i < WIDTHS[l + 1]; i++)
-        array_program_row(l, i, &layers[l].weight[i * WIDTHS[l]]);
+    for (unsigned i = 0; i < net_array_outputs(l); i++)
+        array_program_row(l, i, &layers[l].weight[i * net_array_inputs(l)]);
     layers[l].programmed = true;
     counters.param_writes++;
 }
 
-/* One input vector through layer l: y = relu(gain * sums + bias), computed as one exact integer
- * sum converted to float once. */
-static void read_layer(unsigned l, const int16_t *x, const int16_t *bias, float *y)
+/* One read of layer l's array on `x` (DAC codes): y_i = relu(gain * sum_i + bias_i) for every
+ * column, each computed as one exact integer sum converted to float once. */
+static void read_array(unsigned l, const int16_t *x, const int16_t *bias, float *y)
 {
     unsigned shift = GAIN_SHIFTS[l];
     float scale = 1.0f / (float)(1ull << (WEIGHT_FRAC + INPUT_FRAC + shift));
     array_read(l, x, sums);
-    for (unsigned i = 0; i < WIDTHS[l + 1]; i++) {
+    for (unsigned i = 0; i < net_array_outputs(l); i++) {
         int64_t total = sums[i] + (int64_t)bias[i] * ((int64_t)1 << (INPUT_FRAC + shift));
         y[i] = total > 0 ? (float)total * scale : 0.0f;
     }
+}
+
+/* A conv layer on one image (channel-major DAC codes): the array is read once per pixel on the
+ * zero-padded patch around it (elements ordered channel, kernel row, kernel column), and each
+ * channel's map is average-pooled into y, channel-major. */
+static void read_conv(unsigned l, const int16_t *x, const int16_t *bias, float *y)
+{
+    const net_conv *c = &NET_CONV_SHAPES[l];
+    unsigned pool = c->pool, out_h = c->height / pool, out_w = c->width / pool;
+    int half = (int)c->kernel / 2;
+    float share = 1.0f / (float)(pool * pool);
+    for (unsigned i = 0; i < NET_WIDTH[l + 1]; i++)
+        y[i] = 0.0f;
+    for (unsigned r = 0; r < c->height; r++)
+        for (unsigned s = 0; s < c->width; s++) {
+            unsigned q = 0;
+            for (unsigned ch = 0; ch < c->in_channels; ch++)
+                for (int dr = -half; dr <= half; dr++)
+                    for (int ds = -half; ds <= half; ds++, q++) {
+                        int rr = (int)r + dr, ss = (int)s + ds;
+                        bool inside = rr >= 0 && rr < (int)c->height && ss >= 0 && ss < (int)c->width;
+                        patch[q] = inside ? x[(ch * c->height + (unsigned)rr) * c->width + (unsigned)ss] : 0;
+                    }
+            read_array(l, patch, bias, pixel);
+            unsigned at = (r / pool) * out_w + s / pool;
+            for (unsigned o = 0; o < c->out_channels; o++)
+                y[o * out_h * out_w + at] += pixel[o] * share;
+        }
+}
+
+/* One input vector through layer l: its activations, NET_WIDTH[l + 1] of them. */
+static void read_layer(unsigned l, const int16_t *x, const int16_t *bias, float *y)
+{
+    if (net_is_conv(l))
+        read_conv(l, x, bias, y);
+    else
+        read_array(l, x, bias, y);
 }
 
 /* ---- handlers: return ST_OK after sending the reply, or a status having sent nothing ------ */
@@ -389,6 +427,25 @@ static void info_param(const char *name, unsigned rows, unsigned cols)
     info_text(", \"write_noise\": 0.0}");
 }
 
+/* A conv layer's chunk count (its channels), then its "conv" object. */
+static void info_conv(const net_conv *c)
+{
+    info_uint(c->out_channels);
+    info_text(", \"conv\": {\"in_channels\": ");
+    info_uint(c->in_channels);
+    info_text(", \"out_channels\": ");
+    info_uint(c->out_channels);
+    info_text(", \"height\": ");
+    info_uint(c->height);
+    info_text(", \"width\": ");
+    info_uint(c->width);
+    info_text(", \"kernel\": ");
+    info_uint(c->kernel);
+    info_text(", \"pool\": ");
+    info_uint(c->pool);
+    info_text(", \"pooling\": \"avg\"}");
+}
+
 static void info_write(void)
 {
     info_text("{\"identity\": ");
@@ -401,16 +458,22 @@ static void info_write(void)
     info_text(", \"layers\": [");
     for (unsigned l = 0; l < NET_LAYERS; l++) {
         info_text(l ? ", {" : "{");
-        info_text("\"kind\": \"dense\", \"inputs\": ");
-        info_uint(WIDTHS[l]);
+        info_text(net_is_conv(l) ? "\"kind\": \"conv\", \"inputs\": " : "\"kind\": \"dense\", \"inputs\": ");
+        info_uint(NET_WIDTH[l]);
         info_text(", \"outputs\": ");
-        info_uint(WIDTHS[l + 1]);
+        info_uint(NET_WIDTH[l + 1]);
         info_text(", \"activation\": \"relu\", \"gain\": ");
         info_pow2(GAIN_SHIFTS[l]);
-        info_text(", \"spliceable\": true, \"chunks\": null, \"params\": [");
-        info_param("weight", WIDTHS[l + 1], WIDTHS[l]);
+        info_text(", \"spliceable\": true, \"chunks\": ");
+        if (net_is_conv(l)) {
+            info_conv(&NET_CONV_SHAPES[l]);
+        } else {
+            info_text("null");
+        }
+        info_text(", \"params\": [");
+        info_param("weight", net_array_outputs(l), net_array_inputs(l));
         info_text(", ");
-        info_param("bias", WIDTHS[l + 1], 0);
+        info_param("bias", net_array_outputs(l), 0);
         info_text("]}");
     }
     info_text("]}");
@@ -445,7 +508,7 @@ static unsigned on_set_params(const uint8_t *p, uint32_t n, uint16_t id)
         if (!(v >= -1.0f && v <= 1.0f))
             return fail(ST_OUT_OF_BOUNDS, "values outside [-1.0, 1.0]");
     }
-    uint32_t size = index == 0 ? WIDTHS[l] * WIDTHS[l + 1] : WIDTHS[l + 1];
+    uint32_t size = index == 0 ? net_array_inputs(l) * net_array_outputs(l) : net_array_outputs(l);
     if (offset > size || count > size - offset)
         return fail(ST_OUT_OF_RANGE, "elements run past the end of the array");
     int16_t *cells = index == 0 ? layers[l].weight : layers[l].bias;
@@ -470,7 +533,7 @@ static unsigned on_set_input(const uint8_t *p, uint32_t n, uint16_t id)
         return fail(ST_BAD_LAYER, "no such layer");
     if (batch == 0 || batch > NET_MAX_BATCH)
         return fail(ST_BATCH_TOO_LARGE, "batch outside 1..max_batch");
-    uint32_t size = batch * WIDTHS[l];
+    uint32_t size = batch * NET_WIDTH[l];
     if (offset > size || count > size - offset)
         return fail(ST_OUT_OF_RANGE, "elements run past the end of the input");
     if (batch != layers[l].batch) {
@@ -493,7 +556,7 @@ static unsigned on_forward(const uint8_t *p, uint32_t n, uint16_t id)
     for (unsigned l = 0; l < NET_LAYERS; l++) {
         if (!params_ready(l))
             return fail(ST_NOT_READY, "parameters not fully written");
-        outputs += WIDTHS[l + 1];
+        outputs += NET_WIDTH[l + 1];
     }
     if (!input_ready(0))
         return fail(ST_NOT_READY, "input of layer 0 not fully written");
@@ -505,16 +568,16 @@ static unsigned on_forward(const uint8_t *p, uint32_t n, uint16_t id)
      * vector, so only one vector's activations are ever held. */
     for (unsigned last = 0; last < NET_LAYERS; last++) {
         for (uint32_t b = 0; b < batch; b++) {
-            const int16_t *x = &layers[0].input[b * WIDTHS[0]];
+            const int16_t *x = &layers[0].input[b * NET_WIDTH[0]];
             for (unsigned l = 0; l <= last; l++) {
                 read_layer(l, x, layers[l].bias, activations);
                 if (l < last) {
-                    for (unsigned i = 0; i < WIDTHS[l + 1]; i++)
+                    for (unsigned i = 0; i < NET_WIDTH[l + 1]; i++)
                         chain[l % 2][i] = to_dac(activations[i]);
                     x = chain[l % 2];
                 }
             }
-            for (unsigned i = 0; i < WIDTHS[last + 1]; i++)
+            for (unsigned i = 0; i < NET_WIDTH[last + 1]; i++)
                 tx_f32(activations[i]);
         }
     }
@@ -527,7 +590,7 @@ static unsigned on_forward(const uint8_t *p, uint32_t n, uint16_t id)
  * direction's element j = row * (inputs + 1) + q covers the weight row, then the bias. */
 static void perturb_row(unsigned l, unsigned row, int sign, unsigned dist, uint32_t seed, double eps)
 {
-    unsigned n_in = WIDTHS[l], n = n_in + 1;
+    unsigned n_in = net_array_inputs(l), n = n_in + 1;
     const int16_t *base = &layers[l].weight[row * n_in];
     uint32_t first = row * n;
     if (dist == DIST_RADEMACHER) {
@@ -579,7 +642,7 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
         return fail(ST_BAD_LENGTH, "needs at least one sign (bits 0-1) and one seed");
     if (l >= NET_LAYERS)
         return fail(ST_BAD_LAYER, "no such layer");
-    unsigned rows = WIDTHS[l + 1];
+    unsigned rows = net_array_outputs(l), outputs = NET_WIDTH[l + 1];
     if (chunk != ALL_CHUNKS && chunk >= rows)
         return fail(ST_BAD_PARAM, "no such chunk");
     if (!(eps >= 0.0 && eps <= 2.0))
@@ -592,7 +655,7 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
     unsigned first = chunk == ALL_CHUNKS ? 0 : chunk, last = chunk == ALL_CHUNKS ? rows : chunk + 1;
     unsigned n_signs = (signs & SIGN_PLUS ? 1u : 0u) + (signs & SIGN_MINUS ? 1u : 0u);
     program_base(l);
-    reply_begin(MSG_PERTURBED_FORWARD, id, ST_OK, n_signs * count * batch * rows * 4);
+    reply_begin(MSG_PERTURBED_FORWARD, id, ST_OK, n_signs * count * batch * outputs * 4);
     for (int sign = 1; sign >= -1; sign -= 2) {
         if (!(signs & (sign > 0 ? SIGN_PLUS : SIGN_MINUS)))
             continue;
@@ -605,8 +668,8 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
             }
             counters.param_writes++;
             for (uint32_t b = 0; b < batch; b++) {
-                read_layer(l, &layers[l].input[b * WIDTHS[l]], row_bias, activations);
-                for (unsigned i = 0; i < rows; i++)
+                read_layer(l, &layers[l].input[b * NET_WIDTH[l]], row_bias, activations);
+                for (unsigned i = 0; i < outputs; i++)
                     tx_f32(activations[i]);
             }
         }

@@ -10,6 +10,16 @@
 /* gain of layer l is 2^-shift (1/sqrt(inputs) for 64 inputs): the periphery scales column sums
  * by a power of two, so the stand-in array applies it exactly. */
 #define NET_GAIN_SHIFTS {3, 3}
+#define NET_NAME "64x64x64" /* the topology, as the board's identity names it */
+#endif
+
+/* Conv layers: per layer {in_channels, out_channels, height, width, kernel, pool}, all zero for a
+ * dense layer (the default). A conv layer's array has in_channels * kernel^2 rows (one zero-padded
+ * patch, stride 1) and out_channels columns; its maps are average-pooled over pool x pool windows,
+ * so its widths must be in_channels * height * width in and out_channels * (height / pool) *
+ * (width / pool) out. nets/conv_digits.h is a build with one. */
+#ifndef NET_CONVS
+#define NET_CONVS {{0}}
 #endif
 
 #ifndef NET_MAX_BATCH
@@ -28,5 +38,27 @@
 #define WEIGHT_FRAC 14
 #define WEIGHT_ONE (1 << WEIGHT_FRAC)
 #define INPUT_FRAC 11
+
+typedef struct {
+    unsigned in_channels, out_channels, height, width, kernel, pool;
+} net_conv;
+
+static const unsigned NET_WIDTH[NET_LAYERS + 1] = NET_WIDTHS; /* layer l: NET_WIDTH[l] in, [l + 1] out */
+static const net_conv NET_CONV_SHAPES[NET_LAYERS] = NET_CONVS;
+
+static inline int net_is_conv(unsigned l) { return NET_CONV_SHAPES[l].out_channels != 0; }
+
+/* Rows (inputs) of layer l's array: its input width, or a conv layer's patch. */
+static inline unsigned net_array_inputs(unsigned l)
+{
+    const net_conv *c = &NET_CONV_SHAPES[l];
+    return net_is_conv(l) ? c->in_channels * c->kernel * c->kernel : NET_WIDTH[l];
+}
+
+/* Columns (outputs, chunks) of layer l's array: its output width, or a conv layer's channels. */
+static inline unsigned net_array_outputs(unsigned l)
+{
+    return net_is_conv(l) ? NET_CONV_SHAPES[l].out_channels : NET_WIDTH[l + 1];
+}
 
 #endif

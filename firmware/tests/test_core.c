@@ -23,7 +23,6 @@ static int failures, checks;
         }                                                                                    \
     } while (0)
 
-static const unsigned WIDTHS[NET_LAYERS + 1] = NET_WIDTHS;
 static const unsigned GAIN_SHIFTS[NET_LAYERS] = NET_GAIN_SHIFTS;
 
 /* ---- the board: replies are captured ----------------------------------------------------- */
@@ -322,6 +321,15 @@ static void test_hello_and_info(void)
     CHECK(strstr(json, "\"gain\": 0.125") != NULL);
     CHECK(strstr(json, "\"resolution\": 0.00006103515625") != NULL);
     CHECK(strstr(json, "\"max_batch\": 64") != NULL);
+    CHECK((strstr(json, "\"kind\": \"conv\"") != NULL) == net_is_conv(0));
+    if (net_is_conv(0)) {
+        const net_conv *c = &NET_CONV_SHAPES[0];
+        char conv[160];
+        snprintf(conv, sizeof conv, "\"chunks\": %u, \"conv\": {\"in_channels\": %u, \"out_channels\": %u, "
+                 "\"height\": %u, \"width\": %u, \"kernel\": %u, \"pool\": %u, \"pooling\": \"avg\"}",
+                 c->out_channels, c->in_channels, c->out_channels, c->height, c->width, c->kernel, c->pool);
+        CHECK(strstr(json, conv) != NULL);
+    }
 }
 
 /* Bytes that must not produce a reply, each counted as one rejected frame. */
@@ -399,57 +407,86 @@ static double dac(float x) { return round((double)x * (1 << INPUT_FRAC)) / (1 <<
 static void upload(uint32_t batch)
 {
     for (uint8_t l = 0; l < NET_LAYERS; l++) {
-        uint32_t size = WIDTHS[l] * WIDTHS[l + 1];
+        uint32_t size = net_array_inputs(l) * net_array_outputs(l);
         for (uint32_t at = 0; at < size; at += 500)
             set_params(l, 0, at, weights[l] + at, size - at < 500 ? size - at : 500, 0);
-        set_params(l, 1, 0, biases[l], WIDTHS[l + 1], 0);
+        set_params(l, 1, 0, biases[l], net_array_outputs(l), 0);
     }
-    for (uint32_t at = 0; at < batch * WIDTHS[0]; at += 500)
-        set_input(0, batch, at, inputs + at, batch * WIDTHS[0] - at < 500 ? batch * WIDTHS[0] - at : 500, 0);
+    for (uint32_t at = 0; at < batch * NET_WIDTH[0]; at += 500)
+        set_input(0, batch, at, inputs + at, batch * NET_WIDTH[0] - at < 500 ? batch * NET_WIDTH[0] - at : 500, 0);
 }
 
-/* relu(gain * W x + b) in double, with the device's quantization of weights and inputs. */
+/* Column i of layer l's array on input x: relu(gain * W_i x + b_i) in double, with the device's
+ * quantization of weights and inputs. */
+static double reference_unit(unsigned l, unsigned i, const double *x, const float *w, const float *b)
+{
+    unsigned n_in = net_array_inputs(l);
+    double s = 0;
+    for (unsigned j = 0; j < n_in; j++)
+        s += quantized(w[i * n_in + j]) * dac((float)x[j]);
+    s = s / (1 << GAIN_SHIFTS[l]) + quantized(b[i]);
+    return s > 0 ? s : 0;
+}
+
+/* Layer l on input x: the array's outputs, or a conv layer's average-pooled maps, written
+ * straight from the definition (padded patches per pixel, channel-major). */
 static void reference_layer(unsigned l, const double *x, const float *w, const float *b, double *y)
 {
-    for (unsigned i = 0; i < WIDTHS[l + 1]; i++) {
-        double s = 0;
-        for (unsigned j = 0; j < WIDTHS[l]; j++)
-            s += quantized(w[i * WIDTHS[l] + j]) * dac((float)x[j]);
-        s = s / (1 << GAIN_SHIFTS[l]) + quantized(b[i]);
-        y[i] = s > 0 ? s : 0;
+    if (!net_is_conv(l)) {
+        for (unsigned i = 0; i < NET_WIDTH[l + 1]; i++)
+            y[i] = reference_unit(l, i, x, w, b);
+        return;
     }
+    const net_conv *c = &NET_CONV_SHAPES[l];
+    unsigned p = c->pool, h = c->height, wd = c->width, k = c->kernel;
+    for (unsigned i = 0; i < NET_WIDTH[l + 1]; i++)
+        y[i] = 0;
+    for (unsigned r = 0; r < h; r++)
+        for (unsigned s = 0; s < wd; s++) {
+            double patch[NET_MAX_WIDTH];
+            unsigned q = 0;
+            for (unsigned ch = 0; ch < c->in_channels; ch++)
+                for (unsigned dr = 0; dr < k; dr++)
+                    for (unsigned ds = 0; ds < k; ds++) {
+                        int rr = (int)(r + dr) - (int)(k / 2), ss = (int)(s + ds) - (int)(k / 2);
+                        patch[q++] = rr < 0 || ss < 0 || rr >= (int)h || ss >= (int)wd
+                                         ? 0.0 : x[(ch * h + (unsigned)rr) * wd + (unsigned)ss];
+                    }
+            for (unsigned o = 0; o < c->out_channels; o++)
+                y[(o * (h / p) + r / p) * (wd / p) + s / p] += reference_unit(l, o, patch, w, b) / (p * p);
+        }
 }
 
 static void test_forward_matches_quantized_reference(void)
 {
     srand(3);
     for (unsigned l = 0; l < NET_LAYERS; l++) {
-        for (unsigned k = 0; k < WIDTHS[l] * WIDTHS[l + 1]; k++)
+        for (unsigned k = 0; k < net_array_inputs(l) * net_array_outputs(l); k++)
             weights[l][k] = uniform(-1, 1);
-        for (unsigned k = 0; k < WIDTHS[l + 1]; k++)
+        for (unsigned k = 0; k < net_array_outputs(l); k++)
             biases[l][k] = uniform(-0.2f, 0.2f);
     }
     uint32_t batch = 5;
-    for (unsigned k = 0; k < batch * WIDTHS[0]; k++)
+    for (unsigned k = 0; k < batch * NET_WIDTH[0]; k++)
         inputs[k] = uniform(0, 1);
     upload(batch);
     reply r = request(0x05, "", 0);
     uint32_t outputs = 0;
     for (unsigned l = 0; l < NET_LAYERS; l++)
-        outputs += WIDTHS[l + 1];
+        outputs += NET_WIDTH[l + 1];
     CHECK(r.status == 0 && r.length == 4 * batch * outputs);
     double worst = 0;
     uint32_t at = 0;
     for (unsigned last = 0; last < NET_LAYERS; last++)
         for (uint32_t b = 0; b < batch; b++) {
             double x[NET_MAX_WIDTH], y[NET_MAX_WIDTH];
-            for (unsigned j = 0; j < WIDTHS[0]; j++)
-                x[j] = inputs[b * WIDTHS[0] + j];
+            for (unsigned j = 0; j < NET_WIDTH[0]; j++)
+                x[j] = inputs[b * NET_WIDTH[0] + j];
             for (unsigned l = 0; l <= last; l++) {
                 reference_layer(l, x, weights[l], biases[l], y);
                 memcpy(x, y, sizeof y);
             }
-            for (unsigned i = 0; i < WIDTHS[last + 1]; i++, at++)
+            for (unsigned i = 0; i < NET_WIDTH[last + 1]; i++, at++)
                 worst = fmax(worst, fabs(f32_at(r.payload + 4 * at) - y[i]));
         }
     CHECK(worst < 1e-5);
@@ -457,46 +494,55 @@ static void test_forward_matches_quantized_reference(void)
 
 static void test_perturbations_follow_the_seeded_directions(void)
 {
-    /* Weights and inputs from the previous test; rademacher with eps = 0.25 is exact on the grid. */
-    uint32_t batch = 5, rows = WIDTHS[1], n = WIDTHS[0] + 1;
+    /* Layer 0 at base + sign * eps * v, against the reference on those very weights; rademacher
+     * with eps = 0.25 is exact on the cell grid, and nothing here reaches the bounds. */
+    uint32_t batch = 5, rows = net_array_outputs(0), n_in = net_array_inputs(0), n = n_in + 1;
+    uint32_t outputs = NET_WIDTH[1];
     const uint32_t seeds[2] = {11, 12};
-    for (unsigned k = 0; k < rows * WIDTHS[0]; k++)
+    for (unsigned k = 0; k < rows * n_in; k++)
         weights[0][k] = uniform(-0.5f, 0.5f);
     for (unsigned k = 0; k < rows; k++)
         biases[0][k] = 0.6f;
     upload(batch);
     reply base = request(0x05, "", 0);
     static float base_out[NET_MAX_BATCH * NET_MAX_WIDTH];
-    memcpy(base_out, base.payload, 4 * batch * rows);
+    memcpy(base_out, base.payload, 4 * batch * outputs);
     reply r = perturbed(0, DIST_RADEMACHER, 3, 0.25, 0xFFFFFFFFu, seeds, 2);
-    CHECK(r.status == 0 && r.length == 4 * 2 * 2 * batch * rows);
+    CHECK(r.status == 0 && r.length == 4 * 2 * 2 * batch * outputs);
     double worst = 0;
-    for (unsigned k = 0; k < 2; k++)
-        for (uint32_t b = 0; b < batch; b++)
+    static float moved_w[NET_MAX_WIDTH * NET_MAX_WIDTH];
+    float moved_b[NET_MAX_WIDTH];
+    for (unsigned half = 0; half < 2; half++) /* the plus replies, then the minus ones */
+        for (unsigned k = 0; k < 2; k++) {
+            double sign = half ? -0.25 : 0.25;
             for (unsigned i = 0; i < rows; i++) {
-                double dot = 0;
-                for (unsigned j = 0; j < WIDTHS[0]; j++)
-                    dot += dir_rademacher(seeds[k], i * n + j) * dac(inputs[b * WIDTHS[0] + j]);
-                double shift = 0.25 * (dot / (1 << GAIN_SHIFTS[0]) + dir_rademacher(seeds[k], i * n + n - 1));
-                float plus = f32_at(r.payload + 4 * ((k * batch + b) * rows + i));
-                float minus = f32_at(r.payload + 4 * (((2 + k) * batch + b) * rows + i));
-                double at_base = base_out[b * rows + i];
-                if (at_base - fabs(shift) > 1e-3) /* relu inactive on both sides: exactly linear */
-                    worst = fmax(worst, fmax(fabs(plus - (at_base + shift)), fabs(minus - (at_base - shift))));
+                for (unsigned j = 0; j < n_in; j++)
+                    moved_w[i * n_in + j] = (float)(weights[0][i * n_in + j] + sign * dir_rademacher(seeds[k], i * n + j));
+                moved_b[i] = (float)(biases[0][i] + sign * dir_rademacher(seeds[k], i * n + n_in));
             }
+            for (uint32_t b = 0; b < batch; b++) {
+                double x[NET_MAX_WIDTH], y[NET_MAX_WIDTH];
+                for (unsigned j = 0; j < NET_WIDTH[0]; j++)
+                    x[j] = inputs[b * NET_WIDTH[0] + j];
+                reference_layer(0, x, moved_w, moved_b, y);
+                for (unsigned i = 0; i < outputs; i++)
+                    worst = fmax(worst, fabs(f32_at(r.payload + 4 * (((half * 2 + k) * batch + b) * outputs + i)) - y[i]));
+            }
+        }
     CHECK(worst < 1e-5);
 
-    /* One chunk: only that row moves. */
-    r = perturbed(0, DIST_GAUSSIAN, 1, 0.05, 7, seeds, 1);
-    CHECK(r.status == 0 && r.length == 4 * batch * rows);
+    /* One chunk (an output unit, or a conv channel's whole map): only its outputs move. */
+    unsigned chunk = rows / 2, per_chunk = outputs / rows;
+    r = perturbed(0, DIST_GAUSSIAN, 1, 0.05, chunk, seeds, 1);
+    CHECK(r.status == 0 && r.length == 4 * batch * outputs);
     for (uint32_t b = 0; b < batch; b++)
-        for (unsigned i = 0; i < rows; i++) {
-            float v = f32_at(r.payload + 4 * (b * rows + i));
-            CHECK(i == 7 ? v != base_out[b * rows + i] : v == base_out[b * rows + i]);
+        for (unsigned i = 0; i < outputs; i++) {
+            float v = f32_at(r.payload + 4 * (b * outputs + i));
+            CHECK(i / per_chunk == chunk ? v != base_out[b * outputs + i] : v == base_out[b * outputs + i]);
         }
     /* The base is programmed back before the next forward. */
     r = request(0x05, "", 0);
-    CHECK(memcmp(r.payload, base_out, 4 * batch * rows) == 0);
+    CHECK(memcmp(r.payload, base_out, 4 * batch * outputs) == 0);
 }
 
 static void test_refusals_queue_their_status_codes(void)
@@ -509,11 +555,11 @@ static void test_refusals_queue_their_status_codes(void)
     CHECK(request(0x03, "\x00\x00", 2).status == 2);
     set_params(NET_LAYERS, 0, 0, &one, 1, 3);
     set_params(0, 2, 0, &one, 1, 4);
-    set_params(0, 1, WIDTHS[1], &one, 1, 5);
+    set_params(0, 1, net_array_outputs(0), &one, 1, 5);
     set_params(0, 1, 0, &outside, 1, 6);
     set_input(0, NET_MAX_BATCH + 1, 0, &one, 1, 8);
     CHECK(perturbed(0, 3, 3, 0.1, 0xFFFFFFFFu, (const uint32_t[]){1}, 1).status == 9);
-    CHECK(perturbed(0, 0, 3, 0.1, WIDTHS[1], (const uint32_t[]){1}, 1).status == 4);
+    CHECK(perturbed(0, 0, 3, 0.1, net_array_outputs(0), (const uint32_t[]){1}, 1).status == 4);
     static const int32_t expect[] = {1, 2, 3, 4, 5, 6, 8, 9, 4};
     for (unsigned k = 0; k < sizeof expect / sizeof expect[0]; k++)
         CHECK(pop_error(text) == expect[k] && strlen(text) > 0);

@@ -10,7 +10,10 @@ import torch
 from devices import DeviceConfigError, Perturbation, open_device
 from devices.codec import Frame, FrameDecoder, encode_frame
 from devices.directions import directions
+from devices.interface import split_chunks
 from devices.messages import MessageType, Status
+from simulators.conv import reference
+from simulators.qemu import QemuFirmware
 
 
 @pytest.fixture
@@ -145,3 +148,37 @@ def test_trains_digits_through_the_firmware_to_090(qemu_firmware, tmp_path):
     assert summary["device_identity"].startswith("hil reference firmware")
     assert summary["test_accuracy"] >= 0.90
     assert summary["device_counters"]["link_resends"] == 0
+
+
+def _conv_reference(spec, params, x):
+    return reference(spec.conv, x, params["weight"], params["bias"], spec.gain, torch.relu)
+
+
+def test_conv_build_computes_its_conv_layer_and_its_perturbations(conv_firmware_image):
+    """The conv network's image: INFO describes the conv layer, and its forward and perturbation
+    pairs equal torch's conv2d (same gain, pooling, channel-major order) up to the cells' and the
+    DAC's quantization."""
+    with QemuFirmware(conv_firmware_image) as qemu:
+        dev = open_device(f"serial://{qemu.port}")
+        try:
+            conv, dense = dev.info().layers
+            assert (conv.kind, conv.conv.out_channels, conv.conv.pool, conv.n_chunks()) == ("conv", 4, 2, 4)
+            assert dense.kind == "dense" and dense.inputs == conv.outputs == 64
+            gen = torch.Generator().manual_seed(0)
+            params = [{p.name: (torch.rand(p.shape, generator=gen) - 0.5) for p in spec.params}
+                      for spec in (conv, dense)]
+            x = torch.rand(6, 64, generator=gen)
+            acts = dev.forward(params, x)
+            assert torch.allclose(acts[0], _conv_reference(conv, params[0], x), atol=1e-3)
+            assert torch.allclose(acts[1], torch.relu(acts[0] @ params[1]["weight"].T * dense.gain
+                                                      + params[1]["bias"]), atol=1e-3)
+            pert = Perturbation((4, 9), 0.25, "rademacher")
+            plus, minus = dev.perturbed_pairs(0, params[0], x, pert)
+            step = split_chunks(conv, 0.25 * pert.vectors(conv, "cpu"))
+            for k in range(2):
+                for sign, got in ((1, plus[k]), (-1, minus[k])):
+                    moved = {name: params[0][name] + sign * step[name][k] for name in params[0]}
+                    assert torch.allclose(got, _conv_reference(conv, moved, x), atol=1e-3)
+            assert (plus[0] - acts[0]).abs().max() > 0.05  # the perturbation moved the maps
+        finally:
+            dev.close()

@@ -5,6 +5,7 @@
 
 #include "../../core/board.h"
 #include "../../core/device.h"
+#include "../../core/network.h"
 
 #define SYSCLK_HZ 25000000u
 
@@ -60,7 +61,7 @@ void board_write(const uint8_t *data, size_t n)
     }
 }
 
-const char *board_identity(void) { return "hil reference firmware digits 64x64x64 (qemu mps2-an385)"; }
+const char *board_identity(void) { return "hil reference firmware digits " NET_NAME " (qemu mps2-an385)"; }
 
 int main(void)
 {
