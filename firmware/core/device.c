@@ -427,22 +427,26 @@ static void info_param(const char *name, unsigned rows, unsigned cols)
     info_text(", \"write_noise\": 0.0}");
 }
 
+/* `, "key": value` */
+static void info_field(const char *key, uint32_t value)
+{
+    info_text(", \"");
+    info_text(key);
+    info_text("\": ");
+    info_uint(value);
+}
+
 /* A conv layer's chunk count (its channels), then its "conv" object. */
 static void info_conv(const net_conv *c)
 {
     info_uint(c->out_channels);
     info_text(", \"conv\": {\"in_channels\": ");
     info_uint(c->in_channels);
-    info_text(", \"out_channels\": ");
-    info_uint(c->out_channels);
-    info_text(", \"height\": ");
-    info_uint(c->height);
-    info_text(", \"width\": ");
-    info_uint(c->width);
-    info_text(", \"kernel\": ");
-    info_uint(c->kernel);
-    info_text(", \"pool\": ");
-    info_uint(c->pool);
+    info_field("out_channels", c->out_channels);
+    info_field("height", c->height);
+    info_field("width", c->width);
+    info_field("kernel", c->kernel);
+    info_field("pool", c->pool);
     info_text(", \"pooling\": \"avg\"}");
 }
 
