@@ -27,6 +27,16 @@ def _widths(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"widths must be integers separated by commas, got {text!r}") from None
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"learning rates must be numbers separated by commas, got {text!r}") from None
+    if not all(r > 0 for r in rates):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    return rates
+
+
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
     ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000; "
@@ -186,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
     bench.add_argument("--threads", type=int, help="CPU threads for torch, per run (default: all the cores, "
                        "shared out among --jobs)")
+    bench.add_argument("--lrs", type=_rates, help="mdfa: learning rates to train every rule at, e.g. "
+                       "0.01,0.02,0.05,0.1; the table reports each rule at its best (default: 0.01 only)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process "
                        "(default: 1)")
     bench.add_argument("--reuse", type=Path, action="append", default=[], metavar="JSON",
@@ -199,6 +211,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.jobs < 1 or (args.epochs is not None and args.epochs < 1):
         raise ConfigError("--seeds, --jobs and --epochs must be at least 1")
+    if args.lrs and args.experiment != "mdfa":
+        raise ConfigError(f"--lrs applies to mdfa only; {args.experiment} trains at the papers' rates")
     threads = args.threads
     if threads is None and args.jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -209,7 +223,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
                         data_dir=args.data_dir, smoke=args.smoke, threads=threads, nets=nets,
-                        hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse)
+                        hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse,
+                        lrs=args.lrs)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

@@ -48,6 +48,24 @@ def test_mdfa_smoke_covers_pairs_and_all_classes(tmp_path):
     assert "mDFA - DFA" in table
 
 
+def test_mdfa_learning_rate_sweep_reports_each_rule_at_its_best_rate(tmp_path):
+    payload, table = _run(tmp_path, "mdfa", "--lrs", "0.01,0.05", name="mdfa_rates")
+    assert payload["lrs"] == [0.01, 0.05]
+    for task in {g["task"] for g in payload["groups"]}:
+        for rule in ("bp", "dfa", "mdfa"):
+            tried = [g for g in payload["groups"] if (g["task"], g["rule"]) == (task, rule)]
+            assert sorted(g["lr"] for g in tried) == [0.01, 0.05]
+            assert all(r["config"]["lr"] == g["lr"] for g in tried for r in g["runs"])
+            (best,) = [g for g in tried if g["best_lr"]]
+            assert best["test_accuracy"]["mean"] == max(g["test_accuracy"]["mean"] for g in tried)
+            assert f"{_pm_text(best)} (lr {best['lr']:g})" in table
+    assert "best Adam learning rate of 0.01, 0.05" in table
+
+
+def _pm_text(group):
+    return f"{group['test_accuracy']['mean']:.4f} +- {group['test_accuracy']['std']:.4f}"
+
+
 def _summaries(payload):
     return {r["label"]: r["summary"]["test_accuracy"] for g in payload["groups"] for r in g["runs"]}
 
@@ -77,6 +95,11 @@ def test_bench_refuses_bad_arguments(capsys, tmp_path):
     assert "--seeds" in capsys.readouterr().err
     assert main(["bench", "rq1", "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
+    assert main(["bench", "rq1", "--lrs", "0.01,0.1"]) == 2
+    assert "--lrs applies to mdfa only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "mdfa", "--lrs", "0.01,-1"])
+    assert "must be positive" in capsys.readouterr().err
     not_results = tmp_path / "notes.json"
     not_results.write_text('{"runs": []}')
     assert main(["bench", "rq1", "--reuse", str(not_results)]) == 2
