@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -255,13 +256,12 @@ def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: 
 def _reuse_note(groups: list[dict[str, Any]]) -> str:
     """Which runs came from earlier results files, and what produced them (empty when none did)."""
     runs = [r for g in groups for r in g["runs"]]
-    origins: dict[str, tuple[dict[str, Any], int]] = {}
-    for run in runs:
-        if "reused_from" in run:
-            origin = run["reused_from"]
-            origins[origin["file"]] = (origin["environment"], origins.get(origin["file"], (None, 0))[1] + 1)
+    origins = [r["reused_from"] for r in runs if "reused_from" in r]
+    counts = Counter(origin["file"] for origin in origins)
+    made_by = {origin["file"]: origin["environment"] for origin in origins}
     return "".join(f"\n{count} of the {len(runs)} runs are reused from `{file}`, produced by "
-                   f"`{env['command']}` (torch {env['torch']}).\n" for file, (env, count) in origins.items())
+                   f"`{made_by[file]['command']}` (torch {made_by[file]['torch']}).\n"
+                   for file, count in counts.items())
 
 
 def available_datasets(settings: Settings) -> list[str]:
