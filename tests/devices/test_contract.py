@@ -71,5 +71,8 @@ def test_round_trips_are_counted_and_the_error_queue_is_empty(device):
     device.forward(_params_inside(device, torch.Generator().manual_seed(4)),
                    torch.zeros(2, device.info().layers[0].inputs))
     stats = device.counters.as_dict()
-    assert stats["link_frames_received"] > 0 and stats["link_rtt_p99_ms"] < 1000
+    # answered in time: no request timed out or was sent again (a round trip's length depends on
+    # the link and on the load of the machine, so it is only required to be measured)
+    assert stats["link_frames_received"] > 0 and stats["link_rtt_p99_ms"] > 0
+    assert stats["link_timeouts"] == 0 and stats["link_resends"] == 0
     assert device.errors() == []
