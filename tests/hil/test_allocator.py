@@ -5,7 +5,7 @@ import platform
 import pytest
 import torch
 
-from hil.allocator import keep_freed_memory
+from hil.allocator import KEEP_BYTES, keep_freed_memory
 
 
 def _rss_bytes() -> int:
@@ -22,7 +22,7 @@ def test_a_freed_large_tensor_stays_resident_and_is_reused():
     held = _rss_bytes()
     del big
     assert _rss_bytes() > held - size // 2  # kept: with glibc's defaults the free unmaps all 400 MB
-    for _ in range(4):  # later ones land on kept pages: the process grows by one block at most
-        again = torch.ones(size // 4)
-        del again
-    assert _rss_bytes() < held + 1.5 * size
+    for _ in range(12):  # later blocks reuse kept memory: the heap stays within what it may keep
+        again = torch.ones(size // 4)  # (an aligned block does not always fit a freed hole, so it
+        del again  # may grow by a few blocks first)
+    assert _rss_bytes() < held + KEEP_BYTES + size
