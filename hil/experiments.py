@@ -87,8 +87,7 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
         wall = time.perf_counter() - started
     history = trainer.history
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}, *history], history)]
-    headline = "test_accuracy_cumulative" if summary["test_accuracy_cumulative"] is not None \
-        else "test_accuracy_final_layer"
+    headline = trainer.headline_key
     best = max(history, key=lambda row: row[headline])
     print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "
           f"{summary['test_accuracy_final_layer']:.4f}), {wall:.0f} s", file=sys.stderr)
@@ -104,8 +103,7 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
 
 
 def _epoch_line(label: str, trainer: Trainer, row: dict[str, Any]) -> None:
-    accuracy = row["test_accuracy_cumulative" if trainer.rule.layer_local else "test_accuracy_final_layer"]
-    print(f"{label}: epoch {row['epoch']}/{trainer.config.epochs}, test accuracy {accuracy:.4f}, "
+    print(f"{label}: epoch {row['epoch']}/{trainer.config.epochs}, test accuracy {row[trainer.headline_key]:.4f}, "
           f"{row['train_seconds']:.0f} s training", file=sys.stderr, flush=True)
 
 
@@ -428,8 +426,9 @@ def mdfa(settings: Settings) -> Path:
     for name in names:
         for rule in MDFA_RULES:
             tried = [g for g in groups if (g["task"], g["rule"]) == (name, rule)]
+            top = max(tried, key=lambda t: t["test_accuracy"]["mean"])
             for g in tried:
-                g["best_lr"] = g is max(tried, key=lambda t: t["test_accuracy"]["mean"])
+                g["best_lr"] = g is top
     best = {(g["task"], g["rule"]): g for g in groups if g["best_lr"]}
     rows = []
     for name in names:

@@ -267,6 +267,11 @@ class Trainer:
         """Queries this run has made, across resumes."""
         return self.earlier_queries + self.device.counters.queries
 
+    @property
+    def headline_key(self) -> str:
+        """The metrics row's headline accuracy: cumulative for layer-local rules, else the final layer's."""
+        return "test_accuracy_cumulative" if self.rule.layer_local else "test_accuracy_final_layer"
+
     def summary(self, status: str) -> dict[str, Any]:
         """The run's headline numbers (the ``--json`` line)."""
         last = self.history[-1] if self.history else {}
@@ -285,7 +290,7 @@ class Trainer:
             "eps": self.rule.state_dict().get("eps"),
             "calibration": self.calibration,
             "seed": self.config.seed,
-            "test_accuracy": cumulative if cumulative is not None else final,
+            "test_accuracy": last.get(self.headline_key),
             "test_accuracy_final_layer": final,
             "test_accuracy_cumulative": cumulative,
             "device_queries": self.device_queries(),
