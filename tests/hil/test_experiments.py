@@ -26,6 +26,7 @@ def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
     assert groups["MLP", "mf-dd"]["queries_per_step"] == 1 + 2 * 4
     assert all(g["test_accuracy"]["mean"] > 0.8 for g in groups.values())
     assert "| digits | CNN |" in table and "+-" in table
+    assert "from bp 0.01, mf-ad 0.01, mf-dd 0.01," in table  # the smoke version trains every rule at 1e-2
 
 
 def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
@@ -88,6 +89,11 @@ def test_jobs_train_alike_and_reuse_adds_seeds_to_earlier_results(tmp_path):
     assert [r["wall_seconds"] for r in reused] == [r["wall_seconds"] for g in one["groups"] for r in g["runs"]]
     assert more["environment"]["jobs"] == 2
     assert f"3 of the 6 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
+    # reused once more, a run still names the file that trained it
+    grown = tmp_path / "more" / "rq1_smoke.json"
+    assert main([*common, "--seeds", "2", "--reuse", str(grown), "--out", str(tmp_path / "again")]) == 0
+    note = (tmp_path / "again" / "rq1_smoke.md").read_text()
+    assert all(f"3 of the 6 runs are reused from `{file}`" in note for file in (earlier, grown))
 
 
 def test_bench_refuses_bad_arguments(capsys, tmp_path):
