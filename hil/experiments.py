@@ -260,12 +260,12 @@ def _finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: 
 def _reuse_note(groups: list[dict[str, Any]]) -> str:
     """Which runs came from earlier results files, and what produced them (empty when none did)."""
     runs = [r for g in groups for r in g["runs"]]
-    origins = [r["reused_from"] for r in runs if "reused_from" in r]
-    counts = Counter(origin["file"] for origin in origins)
-    made_by = {origin["file"]: origin["environment"] for origin in origins}
+    # by file and command: a results file rewritten in place may hold runs of each of its versions
+    counts = Counter((r["reused_from"]["file"], r["reused_from"]["environment"]["command"],
+                      r["reused_from"]["environment"]["torch"]) for r in runs if "reused_from" in r)
     return "".join(f"\n{count} of the {len(runs)} runs are reused from `{file}`, produced by "
-                   f"`{made_by[file]['command']}` (torch {made_by[file]['torch']}).\n"
-                   for file, count in counts.items())
+                   f"`{command}` (torch {torch_version}).\n"
+                   for (file, command, torch_version), count in counts.items())
 
 
 def available_datasets(settings: Settings) -> list[str]:

@@ -1,6 +1,7 @@
 """``hil bench``: each experiment's smoke version runs end to end and writes JSON, markdown and PNG."""
 
 import json
+import sys
 
 import pytest
 
@@ -89,11 +90,23 @@ def test_jobs_train_alike_and_reuse_adds_seeds_to_earlier_results(tmp_path):
     assert [r["wall_seconds"] for r in reused] == [r["wall_seconds"] for g in one["groups"] for r in g["runs"]]
     assert more["environment"]["jobs"] == 2
     assert f"3 of the 6 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
-    # reused once more, a run still names the file that trained it
-    grown = tmp_path / "more" / "rq1_smoke.json"
-    assert main([*common, "--seeds", "2", "--reuse", str(grown), "--out", str(tmp_path / "again")]) == 0
-    note = (tmp_path / "again" / "rq1_smoke.md").read_text()
-    assert all(f"3 of the 6 runs are reused from `{file}`" in note for file in (earlier, grown))
+
+
+def test_a_results_file_grown_in_place_keeps_what_trained_each_run(tmp_path, monkeypatch):
+    def bench(*args):
+        monkeypatch.setattr(sys, "argv", ["hil", *args])
+        assert main(list(args)) == 0
+
+    common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--epochs", "1", "--threads", "1", "--out", str(tmp_path)]
+    grown = tmp_path / "rq1_smoke.json"
+    bench(*common, "--seeds", "1")
+    bench(*common, "--seeds", "2", "--reuse", str(grown))
+    bench(*common, "--seeds", "2", "--reuse", str(grown))
+    note = (tmp_path / "rq1_smoke.md").read_text()
+    # seed 0 by the first command, seed 1 by the second; nothing is credited to the third
+    assert note.count(f"3 of the 6 runs are reused from `{grown}`") == 2
+    assert f"produced by `hil {' '.join(common)} --seeds 1`" in note
+    assert f"produced by `hil {' '.join(common)} --seeds 2 --reuse {grown}`" in note
 
 
 def test_bench_refuses_bad_arguments(capsys, tmp_path):
