@@ -3,9 +3,9 @@
 import subprocess
 from pathlib import Path
 
-from hil.experiments import environment, plot_curves, run_config, write_results
+from hil.experiments import environment, plot_curves, pyplot, run_config, write_results
 
-__all__ = ["environment", "plot_curves", "run_config", "start_emulator", "write_results"]
+__all__ = ["environment", "plot_curves", "pyplot", "run_config", "start_emulator", "write_results"]
 
 
 def start_emulator(link: Path, *options: str) -> subprocess.Popen:

@@ -67,6 +67,7 @@ class BenchDevice(Device):
         self._info: DeviceInfo | None = None
         self._params: list[LayerParams] = []
         self._inputs: list[torch.Tensor | None] = []
+        self._warned_bias = False
 
     # ----------------------------------------------------------------- link primitives
 
@@ -118,6 +119,12 @@ class BenchDevice(Device):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self._layer(layer)
         check_layer_params(layer, spec, params)
+        if perturbation.distribution == "bias" and not self.info().capabilities.bias_perturbation:
+            if not self._warned_bias:
+                self._warned_bias = True
+                log.warning("%s has no bias perturbations (capability bit 3): writing each layer's bias "
+                            "array at base +- eps and measuring at eps 0 instead", self.url)
+            return super().perturbed_pairs(layer, params, x, perturbation)
         request = PerturbedForward(layer, perturbation.distribution, SIGN_PLUS | SIGN_MINUS, perturbation.eps,
                                    perturbation.chunk, perturbation.seeds)
         n_dir = len(perturbation.seeds)
@@ -131,6 +138,19 @@ class BenchDevice(Device):
         self._counters.queries += request.queries
         self._counters.perturbation_batches += 1
         return torch.cat(pluses, dim=1), torch.cat(minuses, dim=1)
+
+    def forward_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
+        """One layer on an injected input: its changed arrays written, then a PERTURBED_FORWARD at eps 0."""
+        spec = self._layer(layer)
+        check_layer_params(layer, spec, params)
+        request = PerturbedForward(layer, "rademacher", SIGN_PLUS, 0.0, None, (0,))
+        pieces = []
+        for part in x.split(self.info().max_batch):
+            self._write_state({layer: params}, {layer: part})
+            values = unpack_values(self._measure_perturbed(request), len(part) * spec.outputs)
+            pieces.append(values.to(x.device).reshape(len(part), spec.outputs))
+        self._counters.queries += 1
+        return torch.cat(pieces)
 
     def _describe(self, payload: bytes, what: str) -> DeviceInfo:
         """Parse the device's INFO JSON; a malformed one is a protocol error naming ``what``."""

@@ -13,6 +13,11 @@ Distributions (``n`` is the chunk size, every one has ``E[v v^T] = I``):
 - ``sphere``: the gaussian vector of each chunk scaled to norm ``sqrt(n)``.
 
 Elements are laid out chunk by chunk: element ``j = chunk * n + position``.
+
+Besides these random distributions a perturbation may move only a layer's ``bias`` array, every
+element by the same step (:data:`DIRECTIONS`' ``bias``, protocol distribution 3): the direction
+of an activity-space estimate, built from the layer's layout by
+:meth:`devices.interface.Perturbation.vectors` since it needs no seed.
 """
 
 import functools
@@ -23,6 +28,9 @@ import torch
 
 Distribution = Literal["rademacher", "gaussian", "sphere"]
 DISTRIBUTIONS: tuple[Distribution, ...] = ("rademacher", "gaussian", "sphere")
+Direction = Literal["rademacher", "gaussian", "sphere", "bias"]
+DIRECTIONS: tuple[Direction, ...] = (*DISTRIBUTIONS, "bias")
+"""Every kind of direction a perturbation query names, in the order of their wire codes."""
 
 MASK32 = 0xFFFFFFFF
 GOLDEN32 = 0x9E3779B9

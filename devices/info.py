@@ -103,6 +103,11 @@ class LayerSpec(BaseModel):
                                  f"{c.out_channels} (one chunk per output channel)")
         return self
 
+    @property
+    def has_bias(self) -> bool:
+        """Whether the layer has a ``bias`` array (one value per chunk) that a bias perturbation moves."""
+        return any(p.name == "bias" for p in self.params)
+
     def n_chunks(self) -> int:
         """How many chunks the layer's parameters split into."""
         return self.chunks or self.outputs
@@ -124,6 +129,10 @@ class Capabilities(BaseModel):
     )
     seeded_perturbations: bool = Field(
         True, description="the device generates perturbation directions from seeds itself"
+    )
+    bias_perturbation: bool = Field(
+        False, description="the device moves a layer's bias array alone by +-eps (protocol distribution 3) "
+                           "without writing its array"
     )
     differentiable: bool = Field(
         False, description="simulator only: exposes an autograd forward for baselines"

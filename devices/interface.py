@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from devices.directions import Distribution, directions
+from devices.directions import Direction, directions
 from devices.errors import DeviceConfigError
 from devices.info import DeviceInfo, LayerSpec
 
@@ -44,23 +44,35 @@ class Perturbation:
     """P directions named by seeds, applied at +eps and -eps.
 
     ``chunk`` restricts every direction to one chunk (one output unit), for devices whose chunks
-    cannot be spliced and for checking splicing against the one-chunk-at-a-time estimate.
+    cannot be spliced and for checking splicing against the one-chunk-at-a-time estimate. The
+    ``bias`` direction moves only the layer's bias array, by eps everywhere; its seeds are unused.
     """
 
     seeds: tuple[int, ...]
     eps: float
-    distribution: Distribution = "rademacher"
+    distribution: Direction = "rademacher"
     chunk: int | None = None
 
     def vectors(self, layer: LayerSpec, device: torch.device | str = "cpu") -> torch.Tensor:
         """The directions as (P, chunks, chunk_size), zero outside ``chunk`` when one is set."""
-        v = directions(self.seeds, layer.n_chunks(), layer.chunk_size(), self.distribution,
-                       device=device)
+        if self.distribution == "bias":
+            v = bias_direction(layer, device).expand(len(self.seeds), -1, -1)
+        else:
+            v = directions(self.seeds, layer.n_chunks(), layer.chunk_size(), self.distribution,
+                           device=device)
         if self.chunk is not None:
             mask = torch.zeros(layer.n_chunks(), 1, device=v.device, dtype=v.dtype)
             mask[self.chunk] = 1
             v = v * mask
         return v
+
+
+def bias_direction(layer: LayerSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, chunks, chunk_size): 1 on every element of the layer's ``bias`` array, 0 elsewhere."""
+    if not layer.has_bias:
+        raise DeviceConfigError(f"a {layer.kind} layer without a 'bias' array has no bias direction")
+    zeros = {p.name: torch.full(p.shape, float(p.name == "bias"), device=device) for p in layer.params}
+    return join_chunks(layer, zeros).unsqueeze(0)
 
 
 def split_chunks(layer: LayerSpec, flat: torch.Tensor) -> LayerParams:

@@ -11,7 +11,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
-from devices.directions import DISTRIBUTIONS, Distribution
+from devices.directions import DIRECTIONS, Direction
 from devices.errors import LinkError
 
 
@@ -46,6 +46,7 @@ class Status(IntEnum):
 CAP_SEEDED = 1 << 0
 CAP_INJECTION = 1 << 1
 CAP_REPLY_CACHE = 1 << 2
+CAP_BIAS = 1 << 3
 ALL_CHUNKS = 0xFFFFFFFF
 SIGN_PLUS, SIGN_MINUS = 1, 2
 VALUE = np.dtype("<f4")
@@ -129,7 +130,7 @@ class PerturbedForward:
     """The PERTURBED_FORWARD request: evaluate one layer at base +- eps times seeded directions."""
 
     layer: int
-    distribution: Distribution
+    distribution: Direction
     signs: int
     eps: float
     chunk: int | None
@@ -139,7 +140,7 @@ class PerturbedForward:
 
     def pack(self) -> bytes:
         chunk = ALL_CHUNKS if self.chunk is None else self.chunk
-        return self.FIXED.pack(self.layer, DISTRIBUTIONS.index(self.distribution), self.signs, 0, self.eps,
+        return self.FIXED.pack(self.layer, DIRECTIONS.index(self.distribution), self.signs, 0, self.eps,
                                chunk, len(self.seeds), 0) + struct.pack(f"<{len(self.seeds)}I", *self.seeds)
 
     @classmethod
@@ -149,12 +150,12 @@ class PerturbedForward:
         if len(data) != cls.FIXED.size + 4 * count:
             raise ProtocolError(f"PERTURBED_FORWARD names {count} seeds but carries "
                                 f"{(len(data) - cls.FIXED.size) / 4:g}")
-        if dist >= len(DISTRIBUTIONS):
+        if dist >= len(DIRECTIONS):
             raise ProtocolError(f"unknown distribution code {dist}", Status.UNSUPPORTED)
         if not signs or signs & ~(SIGN_PLUS | SIGN_MINUS) or count == 0:
             raise ProtocolError("PERTURBED_FORWARD needs at least one sign (bits 0-1) and one seed")
         seeds = struct.unpack_from(f"<{count}I", data, cls.FIXED.size)
-        return cls(layer, DISTRIBUTIONS[dist], signs, eps, None if chunk == ALL_CHUNKS else chunk, seeds)
+        return cls(layer, DIRECTIONS[dist], signs, eps, None if chunk == ALL_CHUNKS else chunk, seeds)
 
     @property
     def queries(self) -> int:

@@ -26,6 +26,7 @@ from devices.bench import BenchDevice, InputWrite, ParamWrite
 from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
 from devices.messages import (
+    CAP_BIAS,
     CAP_SEEDED,
     HELLO_REQUEST,
     SET_INPUT_HEAD,
@@ -95,7 +96,11 @@ class SerialDevice(BenchDevice):
                 raise CapabilityError(f"{url}: the device does not generate seeded perturbations (protocol v1 "
                                       "requires it)")
             (info_reply,) = self.transact([(MessageType.INFO, b"")])
-            self._info = self._describe(info_reply.payload, "the INFO reply")
+            info = self._describe(info_reply.payload, "the INFO reply")
+            # on this link HELLO's bits are what the firmware does, whatever its INFO text says
+            bias = bool(self.hello.capabilities & CAP_BIAS)
+            self._info = info.model_copy(update={"capabilities": info.capabilities.model_copy(
+                update={"bias_perturbation": bias})})
         except Exception:
             self.close()
             raise

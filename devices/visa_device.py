@@ -28,7 +28,7 @@ from devices.registry import parse_options
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DISTRIBUTION_CODES = {"rademacher": "RAD", "gaussian": "GAUS", "sphere": "SPH"}
+DISTRIBUTION_CODES = {"rademacher": "RAD", "gaussian": "GAUS", "sphere": "SPH", "bias": "BIAS"}
 CONFIG_CODES = {-221, -222, -223, -224}
 
 

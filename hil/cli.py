@@ -55,6 +55,8 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("lr", float, "learning rate"),
     ("optimizer", str, "adam or sgd (momentum)"),
     ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
+    ("estimator", str, "auto, activity (a bias pair per layer: 3 queries per layer and step) or weight (P random "
+     "directions per layer: 1 + 2P queries)"),
     ("directions", str, "P, perturbation directions per layer and step, or one P per layer: 8,4"),
     ("budget", str, "fixed, or loss: share the directions' total among layers by their running loss"),
     ("distribution", str, "rademacher, gaussian or sphere"),
@@ -143,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--threads", type=int, default=1,
                          help="torch threads of the simulation; the host driving it needs the other cores (default: 1)")
     emulate.add_argument("--link", type=Path, help="path of the stable symlink to the pty (default: in /tmp)")
+    emulate.add_argument("--no-bias-perturbation", action="store_true",
+                         help="serve a firmware without bias perturbations (capability bit 3), to try the host's "
+                              "fallback: it writes bias arrays instead")
     for name, kind, text in FAULT_FLAGS:
         emulate.add_argument(f"--{name}", type=kind, default=0, help=text)
 
@@ -176,12 +181,14 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="reproduce the seed papers' experiments (rq1, rq2, mdfa) over several seeds",
-        description="rq1: the poster's accuracy table, BP, MF+AD and MF+DD (P=4) for an MLP and a CNN on digits "
-        "and every image dataset installed (or those named), Adam at 3e-3 (MF+DD at 1e-2). "
-        "rq2: MF+DD for P in 1, 2, 4, 8, mean and projection, "
+        description="rq1: the poster's accuracy table, BP, MF+AD and MF+DD in weight space (P=4, the poster's) and "
+        "in activity space, for an MLP and a CNN on digits and every image dataset installed (or those named), "
+        "Adam at 3e-3 (weight-space MF+DD at 1e-2) or each method at its best of --lrs on validation. "
+        "rq2: weight-space MF+DD for P in 1, 2, 4, 8, mean and projection, "
         "on Fashion-MNIST: accuracy, validation-loss curves, time per epoch. mdfa: BP, DFA and monotone DFA on "
         "binary tasks (pairs of classes) and on all classes. Each writes NAME.json, NAME.md (mean +- std over "
-        "seeds) and NAME.png to --out. The full versions take hours on a laptop; --smoke takes minutes.",
+        "seeds) and NAME.png to --out. Choices (rates) are made on a validation split of the training set; the "
+        "test set is only reported. The full versions take hours on a laptop; --smoke takes minutes.",
     )
     bench.add_argument("experiment", choices=["rq1", "rq2", "mdfa"])
     bench.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
@@ -197,8 +204,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--smoke", action="store_true", help="a short version on digits with small networks")
     bench.add_argument("--threads", type=int, help="CPU threads for torch, per run (default: all the cores, "
                        "shared out among --jobs)")
-    bench.add_argument("--lrs", type=_rates, help="mdfa: learning rates to train every rule at, e.g. "
-                       "0.01,0.02,0.05,0.1; the table reports each rule at its best (default: 0.01 only)")
+    bench.add_argument("--lrs", type=_rates, help="rq1 and mdfa: learning rates to train every method at, e.g. "
+                       "0.003,0.01; the table reports each at its best mean validation accuracy (default: one "
+                       "rate per method)")
+    bench.add_argument("--methods", help="rq1: comma-separated columns, of bp, mf-ad, weight and activity "
+                       "(default: all four)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process "
                        "(default: 1)")
     bench.add_argument("--reuse", type=Path, action="append", default=[], metavar="JSON",
@@ -208,12 +218,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from hil.experiments import EXPERIMENTS, NETS, Settings
+    from hil.experiments import EXPERIMENTS, METHODS, NETS, Settings
 
     if args.seeds < 1 or args.jobs < 1 or (args.epochs is not None and args.epochs < 1):
         raise ConfigError("--seeds, --jobs and --epochs must be at least 1")
-    if args.lrs and args.experiment != "mdfa":
-        raise ConfigError(f"--lrs applies to mdfa only; {args.experiment} trains at the papers' rates")
+    if args.lrs and args.experiment == "rq2":
+        raise ConfigError("--lrs applies to rq1 and mdfa; rq2 compares P at one rate")
+    methods = _names(args.methods) or list(METHODS)
+    if args.methods and args.experiment != "rq1" or sorted(set(methods) - set(METHODS)):
+        raise ConfigError(f"--methods: rq1 only, and of {', '.join(METHODS)}; got {args.methods!r}")
     threads = args.threads
     if threads is None and args.jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
@@ -225,7 +238,7 @@ def _bench(args: argparse.Namespace) -> int:
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
                         data_dir=args.data_dir, smoke=args.smoke, threads=threads, nets=nets,
                         hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse,
-                        lrs=args.lrs)
+                        lrs=args.lrs, methods=methods)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0
@@ -304,7 +317,7 @@ def _emulate(args: argparse.Namespace) -> int:
     except ValidationError as err:
         first = err.errors()[0]
         raise ConfigError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
-    firmware = Firmware(device)
+    firmware = Firmware(device, bias_perturbation=not args.no_bias_perturbation)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"emulating {device.info().identity}", file=sys.stderr)
     try:

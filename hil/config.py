@@ -41,6 +41,10 @@ class TrainConfig(BaseModel):
     downsample: int = Field(
         1, ge=1, description="average-pool the images by this factor (2: 28x28 to 14x14), for small devices"
     )
+    validation: float = Field(
+        0.1, ge=0, lt=1, description="fraction of the training set held out, stratified and seeded, to choose on "
+                                     "(best epoch, rates); 0: none, the test set is only reported either way"
+    )
     rule: Rule = "mf-dd"
     epochs: int = Field(40, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -49,6 +53,11 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals the rate to 0 over `epochs`"
+    )
+    estimator: Literal["auto", "activity", "weight"] = Field(
+        "auto", description="mf-dd's gradient estimate: activity (one bias pair per layer, for affine layers with "
+                            "a bias), weight (P random directions in weight space, the poster's, any layer), or "
+                            "auto: activity where a layer allows it, weight elsewhere"
     )
     directions: int | list[int] = Field(
         4, description="P: directions per step and layer, or one P per layer (a budget), e.g. 8,4,2"

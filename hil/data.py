@@ -6,7 +6,7 @@ Nothing downloads: digits ship with scikit-learn, other sets come from a folder 
 
 import gzip
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,11 @@ class DatasetError(ValueError):
 
 @dataclass
 class Dataset:
-    """Train and test tensors, features scaled to [0, 1]."""
+    """Train, validation and test tensors, features scaled to [0, 1].
+
+    The validation set is carved from the training set (:meth:`with_validation`); every choice a
+    run or a sweep makes (rates, the best epoch) is made on it, and the test set is only reported.
+    """
 
     name: str
     x_train: torch.Tensor
@@ -45,10 +49,32 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     classes: int
+    x_val: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    y_val: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     @property
     def features(self) -> int:
         return self.x_train.shape[1]
+
+    def with_validation(self, fraction: float, seed: int) -> "Dataset":
+        """Move ``fraction`` of every class of the training set, drawn by ``seed``, into a validation set.
+
+        Stratified, so the validation set has the training set's class balance; both keep the
+        training set's order. A fraction of 0 leaves the training set whole and no validation set.
+        """
+        if fraction == 0:
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        held = torch.zeros(len(self.y_train), dtype=torch.bool)
+        for label in self.y_train.unique():
+            members = torch.nonzero(self.y_train == label).squeeze(1)
+            count = round(fraction * len(members))
+            held[members[torch.randperm(len(members), generator=gen)[:count]]] = True
+        if held.all() or not held.any():
+            raise DatasetError(f"{self.name}: a validation fraction of {fraction} of {len(held)} training samples "
+                               "leaves no training or no validation samples; pick a fraction between them")
+        return replace(self, x_train=self.x_train[~held], y_train=self.y_train[~held],
+                       x_val=self.x_train[held], y_val=self.y_train[held])
 
     def subset(self, classes: list[int]) -> "Dataset":
         """Only the samples of ``classes``, relabelled 0, 1, ... in the order given (binary tasks)."""

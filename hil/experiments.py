@@ -39,9 +39,17 @@ POSTER = {
     ("mnist", "CNN"): (0.989, 0.965, 0.949), ("fashion-mnist", "CNN"): (0.911, 0.883, 0.842),
     ("cifar10", "CNN"): (0.731, 0.552, 0.418), ("cifar100", "CNN"): (0.430, 0.274, 0.176),
 }
-# rq1's Adam rates: a directional-derivative estimate's noise shortens Adam's steps along the
-# gradient, so mf-dd trains best at a higher rate (Fashion MLP 256-256, P=4: 0.844 at 3e-3, 0.859 at 1e-2)
-RQ1_RATES = {"bp": 3e-3, "mf-ad": 3e-3, "mf-dd": 1e-2}
+# rq1's columns: the baselines, the poster's weight-space estimator and the activity-space one
+METHODS: dict[str, dict[str, Any]] = {
+    "bp": {"rule": "bp"},
+    "mf-ad": {"rule": "mf-ad"},
+    "weight": {"rule": "mf-dd", "estimator": "weight", "directions": 4},
+    "activity": {"rule": "mf-dd", "estimator": "activity"},
+}
+METHOD_TITLES = {"bp": "BP", "mf-ad": "MF+AD", "weight": "MF+DD weight (P=4)", "activity": "MF+DD activity"}
+# rq1's Adam rates without --lrs: a weight-space estimate's noise shortens Adam's steps along the
+# gradient, so it trains best at a higher rate (Fashion MLP 256-256, P=4: 0.844 at 3e-3, 0.859 at 1e-2)
+RQ1_RATES = {"bp": 3e-3, "mf-ad": 3e-3, "weight": 1e-2, "activity": 3e-3}
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 NETS = {  # rq1's networks: full size, and the smoke version's
     "MLP": {"full": {"hidden": [1000, 1000]}, "smoke": {"hidden": [32]}},
@@ -66,6 +74,7 @@ class Settings:
     jobs: int = 1
     reuse: list[Path] = field(default_factory=list)
     lrs: list[float] | None = None
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
 
 
 # ---------------------------------------------------------------------------- running and writing
@@ -90,16 +99,18 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
         wall = time.perf_counter() - started
     history = trainer.history
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}, *history], history)]
-    headline = trainer.headline_key
-    best = max(history, key=lambda row: row[headline])
     print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "
           f"{summary['test_accuracy_final_layer']:.4f}), {wall:.0f} s", file=sys.stderr)
     result = {
         "label": label, "config": config.model_dump(mode="json", exclude={"run_dir"}),
         "summary": summary, "history": history, "wall_seconds": wall,
         "train_seconds_per_epoch": sum(seconds) / len(seconds),
-        "best_epoch": best["epoch"], "best_test_accuracy": best[headline],
     }
+    validation = trainer.headline_key.replace("test_", "val_")
+    if validation in history[-1]:  # the best epoch is chosen on validation, and its test accuracy reported
+        best = max(history, key=lambda row: row[validation])
+        result.update(best_epoch=best["epoch"], best_validation_accuracy=best[validation],
+                      best_epoch_test_accuracy=best[trainer.headline_key])
     if keep_trainer:
         result["trainer"] = trainer
     return result
@@ -128,7 +139,7 @@ def write_results(out: Path, name: str, payload: dict[str, Any], table: str) -> 
                                     f"{payload['environment']['cpu_threads']} CPU threads).\n")
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +150,7 @@ def _pyplot() -> Any:
 
 def plot_curves(path: Path, runs: list[dict[str, Any]], title: str) -> None:
     """Test accuracy per epoch of every run (cumulative solid, final layer dashed)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run in runs:
         epochs = [row["epoch"] for row in run["history"]]
@@ -167,15 +178,20 @@ def config_key(values: dict[str, Any]) -> str:
     return json.dumps(config.model_dump(mode="json", exclude={"run_dir"}), sort_keys=True)
 
 
+# what a run stored before a field existed trained as: weight-space mf-dd, no validation split
+LEGACY_FIELDS = {"estimator": "weight", "validation": 0.0}
+
+
 def finished_runs(path: Path) -> dict[str, dict[str, Any]]:
     """The runs of a results file by :func:`config_key`, each marked with the file and its environment.
 
-    A run that file itself reused keeps its mark: the file that trained it, and how.
+    A run that file itself reused keeps its mark: the file that trained it, and how. Fields added
+    since a run was stored take the values it trained with (:data:`LEGACY_FIELDS`).
     """
     try:
         payload = json.loads(path.read_text())
         origin = {"file": str(path), "environment": payload["environment"]}
-        return {json.dumps(run["config"], sort_keys=True): {"reused_from": origin, **run}
+        return {config_key({**LEGACY_FIELDS, **run["config"]}): {"reused_from": origin, **run}
                 for group in payload["groups"] for run in group["runs"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path} is not a results file of hil bench ({type(err).__name__}: {err}); "
@@ -223,8 +239,9 @@ def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label
 def settle(group: dict[str, Any]) -> dict[str, Any]:
     """Replace a group's pending runs by their results and add their statistics."""
     runs = group["runs"] = [future.result() for future in group["runs"]]
-    for key in ("test_accuracy", "test_accuracy_final_layer"):
-        group[key] = _stats([r["summary"][key] for r in runs])
+    for key in ("test_accuracy", "test_accuracy_final_layer", "validation_accuracy"):
+        found = [r["summary"].get(key) for r in runs]
+        group[key] = _stats(found) if None not in found else None  # runs without a validation split have none
     group["seconds_per_epoch"] = _stats([r["train_seconds_per_epoch"] for r in runs])
     group["queries_per_step"] = runs[0]["summary"]["queries_per_step"]
     return group
@@ -297,47 +314,84 @@ def _data_dir(settings: Settings, dataset: str) -> Path | None:
 
 
 def rq1(settings: Settings) -> Path:
-    """The poster's accuracy table: BP, MF+AD and MF+DD (P=4), MLP and CNN, on each dataset."""
+    """The poster's accuracy table: BP, MF+AD and MF+DD (weight and activity space), MLP and CNN, per dataset.
+
+    Each method trains at every rate of ``--lrs`` (default: its own rate, :data:`RQ1_RATES`) and
+    is reported at the rate with the best mean validation accuracy over the seeds.
+    """
     nets = {net: NETS[net]["smoke" if settings.smoke else "full"] for net in settings.nets}
-    train = {rule: _training(settings, 20, lr) for rule, lr in RQ1_RATES.items()}
+    rates = {method: settings.lrs or [1e-2 if settings.smoke else RQ1_RATES[method]] for method in settings.methods}
     groups = []
     with Runner(settings.jobs, settings.reuse) as runner:
         for dataset in available_datasets(settings):
             for net, shape in nets.items():
-                for rule, extra in (("bp", {}), ("mf-ad", {}), ("mf-dd", {"directions": 4})):
-                    values = {**train[rule], **shape, **extra, "rule": rule, "dataset": dataset,
-                              "data_dir": _data_dir(settings, dataset)}
-                    group = over_seeds(runner, settings, values, f"{dataset} {net} {rule}")
-                    groups.append({**group, "dataset": dataset, "net": net, "rule": rule})
+                for method in settings.methods:
+                    for lr in rates[method]:
+                        values = {**_training(settings, 20, lr), "lr": lr, **shape, **METHODS[method],
+                                  "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
+                        label = f"{dataset} {net} {method}" + (f" lr {lr:g}" if len(rates[method]) > 1 else "")
+                        group = over_seeds(runner, settings, values, label)
+                        groups.append({**group, "dataset": dataset, "net": net, "method": method,
+                                       "rule": METHODS[method]["rule"], "lr": values["lr"]})
         groups = [settle(g) for g in groups]
+    choose_rates(groups, ("dataset", "net", "method"))
+    best = [g for g in groups if g["best_lr"]]
     rows = []
-    for i in range(0, len(groups), 3):
-        cells = groups[i:i + 3]
-        dataset, net = cells[0]["dataset"], cells[0]["net"]
+    for dataset, net in dict.fromkeys((g["dataset"], g["net"]) for g in best):
+        cells = {g["method"]: g for g in best if (g["dataset"], g["net"]) == (dataset, net)}
         poster = POSTER.get((dataset, net))
         rows.append(f"| {dataset} | {net} | " + " | ".join(
             _pm(g["test_accuracy"])
             + ("" if g["rule"] == "bp" else f" ({g['test_accuracy_final_layer']['mean']:.4f})")
-            for g in cells) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
-    rates = ", ".join(f"{rule} {values['lr']:g}" for rule, values in train.items())
-    table = (f"{settings.seeds} seeds, {train['bp']['epochs']} epochs, Adam with cosine decay from {rates}, "
-             "ideal simulated crossbar; mean +- std of test accuracy (cumulative for Mono-Forward; "
-             "final layer mean in parentheses).\n\n"
-             "| dataset | net | BP | MF+AD | MF+DD (P=4) | poster BP / AD / DD |\n|---|---|---|---|---|---|\n"
-             + "\n".join(rows) + "\n")
-    return _finish(settings, "rq1", groups, table,
-                   {"nets": nets, "train": train}, lambda path: _plot_rq1(path, groups))
+            + (f", lr {g['lr']:g}" if len(rates[method]) > 1 else "")
+            for method, g in cells.items()) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
+    epochs = best[0]["runs"][0]["summary"]["epochs"]
+    how = (f"each at the Adam rate of {', '.join(f'{lr:g}' for lr in settings.lrs)} with the best mean validation "
+           "accuracy" if settings.lrs and len(settings.lrs) > 1 else
+           "Adam from " + ", ".join(f"{m} {rates[m][0]:g}" for m in settings.methods) + " (not chosen in this run)")
+    table = (f"{settings.seeds} seeds, {epochs} epochs, cosine decay, {how}; ideal simulated crossbar; "
+             f"{_split_note(best)}; mean +- std of test accuracy (cumulative for Mono-Forward; final layer mean in "
+             "parentheses).\n\n"
+             f"| dataset | net | {' | '.join(METHOD_TITLES[m] for m in settings.methods)} | poster BP / AD / DD |\n"
+             f"|---|---|{'---|' * len(settings.methods)}---|\n" + "\n".join(rows) + "\n")
+    return _finish(settings, "rq1", groups, table, {"nets": nets, "rates": rates},
+                   lambda path: _plot_rq1(path, best))
+
+
+def choose_rates(groups: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Mark ``best_lr`` on the group of each ``keys`` cell with the best mean validation accuracy.
+
+    A cell that tried one rate has nothing to choose; one that tried several needs a validation
+    split (the test set is only reported).
+    """
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for g in groups:
+        cells.setdefault(tuple(g[k] for k in keys), []).append(g)
+    for cell, tried in cells.items():
+        if len(tried) > 1 and any(g["validation_accuracy"] is None for g in tried):
+            raise ConfigError(f"{' '.join(map(str, cell))}: runs without a validation split cannot choose among "
+                              "rates; train with validation > 0")
+        top = max(tried, key=lambda g: g["validation_accuracy"]["mean"] if len(tried) > 1 else 0.0)
+        for g in tried:
+            g["best_lr"] = g is top
+
+
+def _split_note(groups: list[dict[str, Any]]) -> str:
+    """How much of the training set the runs held out for validation."""
+    splits = sorted({r["summary"].get("validation") or 0.0 for g in groups for r in g["runs"]})
+    return ("no validation split" if splits == [0.0] else
+            " or ".join(f"{s:g}" for s in splits) + " of the training set held out for validation")
 
 
 def _plot_rq1(path: Path, groups: list[dict[str, Any]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     panels = sorted({(g["dataset"], g["net"]) for g in groups})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     for ax, (dataset, net) in zip(axes[0], panels):
         for g in (g for g in groups if (g["dataset"], g["net"]) == (dataset, net)):
             key = "test_accuracy_final_layer" if g["rule"] == "bp" else "test_accuracy_cumulative"
             curve = _mean_curve(g, key)
-            ax.plot(range(1, len(curve) + 1), curve, label=g["rule"])
+            ax.plot(range(1, len(curve) + 1), curve, label=METHOD_TITLES[g["method"]])
         ax.set_title(f"{dataset} {net}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -352,32 +406,34 @@ def _plot_rq1(path: Path, groups: list[dict[str, Any]]) -> None:
 
 
 def rq2(settings: Settings) -> Path:
-    """MF+DD for P in {1, 2, 4, 8}, mean and projection: accuracy, validation loss, time per epoch."""
+    """MF+DD in weight space (the poster's question) for P in {1, 2, 4, 8}, mean and projection:
+    accuracy, validation loss, time per epoch."""
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
     train = {**_training(settings, 20, 3e-3), "hidden": _hidden(settings, [32], [1000, 1000]),
-             "rule": "mf-dd", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
+             "rule": "mf-dd", "estimator": "weight", "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
     with Runner(settings.jobs, settings.reuse) as runner:
         groups = [{**over_seeds(runner, settings, {**train, "directions": p, "combine": combine}, f"P={p} {combine}"),
                    "directions": p, "combine": combine}
                   for p in (1, 2, 4, 8) for combine in ("mean", "projection")]
         groups = [settle(g) for g in groups]
     rows = [f"| {g['directions']} | {g['combine']} | {_pm(g['test_accuracy'])} | "
-            f"{g['test_accuracy_final_layer']['mean']:.4f} | {_mean_curve(g, 'test_loss')[-1]:.4f} | "
+            f"{g['test_accuracy_final_layer']['mean']:.4f} | {_mean_curve(g, 'val_loss')[-1]:.4f} | "
             f"{g['seconds_per_epoch']['mean']:.2f} | {g['queries_per_step']:.0f} |" for g in groups]
     table = (f"{dataset}, MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, ideal simulated "
-             "crossbar.\n\n| P | combine | test acc. cumulative | final layer | validation loss | "
+             f"crossbar, weight-space estimate; {_split_note(groups)}.\n\n"
+             "| P | combine | test acc. cumulative | final layer | validation loss | "
              "train s / epoch | queries / step |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return _finish(settings, "rq2", groups, table, {"train": train},
                    lambda path: _plot_rq2(path, groups))
 
 
 def _plot_rq2(path: Path, groups: list[dict[str, Any]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax, time_ax) = plt.subplots(1, 3, figsize=(14, 4))
     colors: dict[int, Any] = {}
     for g in groups:
         style = "-" if g["combine"] == "mean" else "--"
-        curve = _mean_curve(g, "test_loss")
+        curve = _mean_curve(g, "val_loss")
         line, = loss_ax.plot(range(1, len(curve) + 1), curve, style, color=colors.get(g["directions"]),
                              label=f"P={g['directions']} {g['combine']}")
         colors[g["directions"]] = line.get_color()
@@ -415,7 +471,7 @@ def mdfa(settings: Settings) -> Path:
     """BP, DFA and monotone DFA on binary tasks (pairs of classes) and on all classes, tanh MLP.
 
     With several ``lrs`` every rule trains at each, and the table reports each rule at its best
-    (by mean test accuracy over the seeds), so no rule is judged at a rate that suits another.
+    (by mean validation accuracy over the seeds), so no rule is judged at a rate that suits another.
     """
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
     pairs = DIGIT_PAIRS if dataset == "digits" else FASHION_PAIRS
@@ -431,12 +487,7 @@ def mdfa(settings: Settings) -> Path:
                    "task": name, "rule": rule, "lr": lr}
                   for classes, name in zip(tasks, names) for rule in MDFA_RULES for lr in lrs]
         groups = [settle(g) for g in groups]
-    for name in names:
-        for rule in MDFA_RULES:
-            tried = [g for g in groups if (g["task"], g["rule"]) == (name, rule)]
-            top = max(tried, key=lambda t: t["test_accuracy"]["mean"])
-            for g in tried:
-                g["best_lr"] = g is top
+    choose_rates(groups, ("task", "rule"))
     best = {(g["task"], g["rule"]): g for g in groups if g["best_lr"]}
     rows = []
     for name in names:
@@ -445,10 +496,10 @@ def mdfa(settings: Settings) -> Path:
         rows.append(f"| {name} | " + " | ".join(
             _pm(g["test_accuracy"]) + (f" (lr {g['lr']:g})" if len(lrs) > 1 else "") for g in cells)
             + f" | {gap:+.4f} |")
-    rates = (f"; each rule at its best Adam learning rate of {', '.join(f'{lr:g}' for lr in lrs)} (by mean test "
-             "accuracy over the seeds)" if len(lrs) > 1 else f"; Adam learning rate {lrs[0]:g}")
+    rates = (f"; each rule at its best Adam learning rate of {', '.join(f'{lr:g}' for lr in lrs)} (by mean "
+             "validation accuracy over the seeds)" if len(lrs) > 1 else f"; Adam learning rate {lrs[0]:g}")
     table = (f"{dataset}, tanh MLP {train['hidden']}, {settings.seeds} seeds, {train['epochs']} epochs, "
-             f"ideal simulated crossbar; test accuracy of the final layer{rates}.\n\n"
+             f"ideal simulated crossbar, {_split_note(groups)}; test accuracy of the final layer{rates}.\n\n"
              "| task | BP | DFA | mDFA | mDFA - DFA |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     return _finish(settings, "mdfa", groups, table, {"train": train, "lrs": lrs},
                    lambda path: _plot_mdfa(path, groups, names, lrs))
@@ -456,7 +507,7 @@ def mdfa(settings: Settings) -> Path:
 
 def _plot_mdfa(path: Path, groups: list[dict[str, Any]], tasks: list[str], lrs: list[float]) -> None:
     """Each rule at its best rate per task (bars); with several rates, accuracy against the rate per task."""
-    plt = _pyplot()
+    plt = pyplot()
     sweep = len(lrs) > 1
     fig = plt.figure(figsize=(max(1.8 * len(tasks) + 3, 3 * len(tasks)), 7.5 if sweep else 4))
     grid = fig.add_gridspec(2 if sweep else 1, len(tasks))

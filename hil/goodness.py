@@ -10,7 +10,8 @@ Two objectives, one per layer:
   trained; the layer alone must separate the classes by angle.
 
 Both give the loss of every chunk of a layer with only that chunk's features perturbed
-(``spliced``), so a zeroth-order estimate needs 2P queries per layer either way.
+(``spliced``), so a zeroth-order estimate needs 2P queries per layer either way, and each sample's
+loss change with only one output unit moved (``unit_changes``), for the activity-space estimate.
 """
 
 from typing import Literal
@@ -18,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hil.estimator import goodness_loss, spliced_losses
+from hil.estimator import Readout, goodness_loss, sample_loss_changes, spliced_losses
 
 Goodness = Literal["softmax", "prototype"]
 NORM_FLOOR = 0.1
@@ -40,6 +41,16 @@ class SoftmaxObjective:
     def spliced(self, base: torch.Tensor, perturbed: torch.Tensor, y: torch.Tensor, chunks: int) -> torch.Tensor:
         """(S, chunks) losses with one chunk's features at a time taken from ``perturbed`` (S, B, F)."""
         return spliced_losses(base, perturbed, self.projection, y, chunks)
+
+    def unit_changes(self, base: torch.Tensor, shift: torch.Tensor, readout: Readout | None,
+                     y: torch.Tensor) -> torch.Tensor:
+        """(S, B, K): each sample's loss change with only output unit k moved by ``shift`` (S, B, K).
+
+        Unit k moves the features (B, F) ``base`` by ``shift`` times column k of the readout
+        (None: unit k is feature k), so the goodness by ``shift`` times column k of ``M J``.
+        """
+        weights = self.projection if readout is None else readout.pull(self.projection)
+        return sample_loss_changes(self.goodness(base), shift, weights, y)
 
 
 class PrototypeObjective:
@@ -73,6 +84,26 @@ class PrototypeObjective:
         norms.add_(base.square().sum(-1)[None, :, None] + NORM_FLOOR**2).sqrt_()
         cosine = moved.div_(norms[..., None])
         return self._hinge(cosine, y[:, None]).mean(1)
+
+    def unit_changes(self, base: torch.Tensor, shift: torch.Tensor, readout: Readout | None,
+                     y: torch.Tensor) -> torch.Tensor:
+        """(S, B, K): each sample's loss change with only output unit k moved by ``shift`` (S, B, K).
+
+        Moving the features by ``s r`` (r: the readout's column k, or feature k) moves every dot
+        product by ``s r . p_c`` and the squared norm by ``2 s f . r + s^2 |r|^2``. In float64: the
+        change is a difference of two hinge losses of order 1.
+        """
+        base, shift, protos = base.double(), shift.double(), self.prototypes.double()
+        if readout is None:
+            along, base_r, r2 = protos, base, torch.ones(base.shape[-1], dtype=base.dtype, device=base.device)
+        else:
+            along, base_r, r2 = readout.pull(protos), readout.pull(base), readout.column_norms2().double()
+        dots = base @ protos.T  # (B, C)
+        moved = shift.unsqueeze(-1) * along.T + dots[:, None, :]  # (S, B, K, C)
+        norm2 = base.square().sum(-1, keepdim=True) + NORM_FLOOR**2
+        norms = (2 * base_r + shift * r2).mul_(shift).add_(norm2)
+        losses = self._hinge(moved.div_(norms.sqrt_().unsqueeze(-1)), y[:, None])
+        return (losses - self._hinge(dots / norm2.sqrt(), y)[:, None]).to(self.prototypes.dtype)
 
     def _hinge(self, goodness: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample hinge of goodness (..., C) against labels broadcastable to goodness[..., 0]."""

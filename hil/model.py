@@ -96,6 +96,11 @@ class MonoForward:
         per_channel = act.reshape(*act.shape[:-1], -1, fmap.shape[0]) @ fmap
         return per_channel.flatten(-2)
 
+    def readout(self, layer: int) -> "ChannelProjection | None":
+        """How layer ``layer``'s outputs move its features, for the activity estimate (None: they are equal)."""
+        fmap = self.feature_maps[layer]
+        return None if fmap is None else ChannelProjection(fmap, self.projections[layer].shape[1] // fmap.shape[1])
+
     def objective(self, layer: int) -> SoftmaxObjective | PrototypeObjective:
         """Layer ``layer``'s local loss on its features (gradients flow into a trained M)."""
         if self.goodness_kind == "prototype":
@@ -126,6 +131,27 @@ class MonoForward:
         with torch.no_grad():
             for t, saved in zip(self.tensors(), state["tensors"]):  # type: ignore[arg-type]
                 t.copy_(saved)
+
+
+class ChannelProjection:
+    """A conv layer's features: each channel's map (``size`` values) times a fixed ``(size, f)`` projection.
+
+    As a matrix ``J`` from outputs to features it is block diagonal, one ``fmap^T`` per channel;
+    these apply it without ever building it.
+    """
+
+    def __init__(self, fmap: torch.Tensor, channels: int) -> None:
+        self.fmap = fmap
+        self.channels = channels
+
+    def pull(self, t: torch.Tensor) -> torch.Tensor:
+        """``t J`` for ``t`` (..., channels * f): (..., channels * size)."""
+        fmap = self.fmap.to(t.dtype)
+        return (t.reshape(*t.shape[:-1], -1, fmap.shape[1]) @ fmap.T).flatten(-2)
+
+    def column_norms2(self) -> torch.Tensor:
+        """(channels * size,): an output's column of ``J`` is its map position's row of ``fmap``."""
+        return self.fmap.square().sum(1).repeat(self.channels)
 
 
 def feature_maps(info: DeviceInfo, features: int, seed: int, device: str = "cpu") -> list[torch.Tensor | None]:

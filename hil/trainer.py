@@ -68,7 +68,7 @@ class Evaluation:
     final_layer: float
     cumulative: float
     loss: float
-    """Validation loss: the final layer's local loss on the test set (cross-entropy, or the prototype hinge)."""
+    """The final layer's local loss on the set (cross-entropy, or the prototype hinge)."""
 
 
 class Trainer:
@@ -80,7 +80,8 @@ class Trainer:
         self.progress = progress
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        self.data = load_dataset(config.dataset, config.data_dir, config.classes, config.downsample)
+        self.data = load_dataset(config.dataset, config.data_dir, config.classes, config.downsample).with_validation(
+            config.validation, config.seed)
         self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
         self.device = open_device(self.device_url)
         check_fits(self.device, self.data, self.device_url)
@@ -102,7 +103,7 @@ class Trainer:
         self.on_step: Callable[[Trainer], None] | None = None
         self.on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None
         """Called with each epoch's metrics row once it is logged."""
-        self.calibration: dict[str, float] | None = None
+        self.calibration: dict[str, Any] | None = None
         self.recorder = RunRecorder(run, config.model_dump(mode="json"), self.device_url, self.info.identity,
                                     config.seed)
         checkpoint = run.load_checkpoint()
@@ -197,17 +198,24 @@ class Trainer:
             if self.recorder.control(self._where(), lambda: self.stop.requested) == "stop":
                 self.stop.request("stopped from the service")
         bar.close()
+        row: dict[str, Any] = {"epoch": self.epoch + 1,
+                               "train_loss": sum(self.epoch_losses) / max(len(self.epoch_losses), 1)}
+        if len(self.data.x_val):
+            val = self.evaluate(self.data.x_val, self.data.y_val)
+            row.update({"val_accuracy_final_layer": val.final_layer, "val_accuracy_cumulative": val.cumulative,
+                        "val_loss": val.loss})
         ev = self.evaluate()
-        row = {"epoch": self.epoch + 1, "train_loss": sum(self.epoch_losses) / max(len(self.epoch_losses), 1),
-               "test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
-               "test_loss": ev.loss, "device_queries": self.device_queries(), "train_seconds": self.train_seconds}
+        row.update({"test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
+                    "test_loss": ev.loss, "device_queries": self.device_queries(), "train_seconds": self.train_seconds})
         self.history.append(row)
         self.run.log_metrics(row)
-        self.recorder.epoch(self.train_steps, self.epoch + 1, {k: v for k, v in row.items() if k in (
-            "train_loss", "test_loss", "test_accuracy_final_layer", "test_accuracy_cumulative", "train_seconds")})
+        self.recorder.epoch(self.train_steps, self.epoch + 1, {k: v for k, v in row.items() if k not in (
+            "epoch", "device_queries")})
         if self.progress:
-            tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
-                       f"acc final {ev.final_layer:.4f}  cumulative {ev.cumulative:.4f}")
+            seen = "" if "val_loss" not in row else \
+                f"  val final {row['val_accuracy_final_layer']:.4f} cumulative {row['val_accuracy_cumulative']:.4f}"
+            tqdm.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}{seen}  "
+                       f"test final {ev.final_layer:.4f} cumulative {ev.cumulative:.4f}")
         if self.on_epoch is not None:
             self.on_epoch(self, row)
         self.epoch += 1
@@ -217,21 +225,23 @@ class Trainer:
         self._save()
         self.recorder.event("checkpoint", {"epoch": self.epoch, "path": str(self.run.path)})
 
-    def evaluate(self) -> Evaluation:
-        """Test accuracy of the final layer's and the cumulative goodness, and the final layer's loss."""
+    def evaluate(self, x_all: torch.Tensor | None = None, y_all: torch.Tensor | None = None) -> Evaluation:
+        """Accuracy of the final layer's and the cumulative goodness, and the final layer's loss (default: test set)."""
+        if x_all is None or y_all is None:
+            x_all, y_all = self.data.x_test, self.data.y_test
         correct_final = correct_cum = 0
         loss_sum = 0.0
         params = self.model.device_params()
         with torch.no_grad():
-            for start in range(0, len(self.data.x_test), EVAL_BATCH):
-                x = self.data.x_test[start:start + EVAL_BATCH].to(self.config.torch_device)
-                y = self.data.y_test[start:start + EVAL_BATCH].to(self.config.torch_device)
+            for start in range(0, len(x_all), EVAL_BATCH):
+                x = x_all[start:start + EVAL_BATCH].to(self.config.torch_device)
+                y = y_all[start:start + EVAL_BATCH].to(self.config.torch_device)
                 acts = self.device.forward(params, x)
                 final, cumulative = self.model.predict(acts)
                 loss_sum += float(self.model.layer_loss(len(acts) - 1, acts[-1], y)) * len(y)
                 correct_final += int((final == y).sum())
                 correct_cum += int((cumulative == y).sum())
-        n = len(self.data.x_test)
+        n = len(x_all)
         return Evaluation(correct_final / n, correct_cum / n, loss_sum / n)
 
     def _save(self) -> None:
@@ -284,18 +294,22 @@ class Trainer:
             "device": self.device_url,
             "device_identity": self.info.identity,
             "epochs": self.epoch,
+            "estimator": self.config.estimator,
             "directions": self.config.directions,
-            "directions_by_layer": self.rule.state_dict().get("directions"),
             "combine": self.config.combine,
-            "eps": self.rule.state_dict().get("eps"),
+            "estimators": None, "eps": None, "queries_per_layer_step": None, "directions_by_layer": None,
+            **self.rule.report(),
             "calibration": self.calibration,
             "seed": self.config.seed,
+            "validation": self.config.validation,
+            "validation_accuracy": last.get(self.headline_key.replace("test_", "val_")),
             "test_accuracy": last.get(self.headline_key),
             "test_accuracy_final_layer": final,
             "test_accuracy_cumulative": cumulative,
             "device_queries": self.device_queries(),
             "device_counters": self.device.counters.as_dict(),
             "queries_per_step": self.train_queries / max(self.train_steps, 1),
+            "train_steps": self.train_steps,
             "train_seconds": round(self.train_seconds, 3),
             "run_dir": str(self.run.path),
         }

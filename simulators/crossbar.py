@@ -27,6 +27,7 @@ from devices.interface import (
     Device,
     LayerParams,
     Perturbation,
+    check_layer_params,
     check_params,
     clip_to_bounds,
     join_chunks,
@@ -150,7 +151,7 @@ class SimulatedCrossbar(Device):
             firmware="sim",
             layers=tuple(opts.layer_specs()),
             max_batch=opts.max_batch,
-            capabilities=Capabilities(differentiable=True),
+            capabilities=Capabilities(differentiable=True, bias_perturbation=True),
         )
         self._counters = Counters()
         self._act = ACTIVATIONS[opts.activation]
@@ -196,6 +197,8 @@ class SimulatedCrossbar(Device):
     def perturbed_pairs(
         self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if perturbation.distribution == "bias" or perturbation.eps == 0:
+            return self._array_reads(layer, params, x, perturbation)
         spec = self._info.layers[layer]
         n_dir = len(perturbation.seeds)
         queries = 2 * n_dir
@@ -238,6 +241,37 @@ class SimulatedCrossbar(Device):
         self._link(0, out.numel())
         return out[:n_dir], out[n_dir:]
 
+    def _array_reads(
+        self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs that leave the array's weights alone: the digital bias at +-eps, or nothing at eps 0.
+
+        Nothing is written; every query is its own read (its own read and output noise) of the
+        array as programmed, and shifted biases are clipped into their bounds as any perturbed
+        parameter is.
+        """
+        spec = self._info.layers[layer]
+        n_dir = len(perturbation.seeds)
+        queries = 2 * n_dir
+        check_layer_params(layer, spec, params)
+        self._link(x.numel() + n_dir + 4, 0)
+        with torch.no_grad():
+            self._write_if_changed(layer, params)
+            rows, sums = self._read_rows(layer, x.to(self._dev), params["weight"].to(self._dev))
+            if sums is None:
+                sums = self._column_sums(layer, rows, self._drifted(layer))
+            base = params["bias"].to(self._dev)
+            step = base.new_zeros(n_dir, *base.shape) if perturbation.eps == 0 else \
+                perturbation.eps * split_chunks(spec, perturbation.vectors(spec, self._dev))["bias"]
+            bias = clip_to_bounds(spec, {"weight": params["weight"], "bias": torch.cat([base + step, base - step])})
+            reads = sums.expand(queries, *sums.shape)
+            out = self._outputs(layer, self._act_(self._periphery(layer, reads, rows, bias["bias"])), len(x))
+        self._tick(queries * len(rows) * self.options.read_seconds)
+        self._counters.queries += queries
+        self._counters.perturbation_batches += 1
+        self._link(0, out.numel())
+        return out[:n_dir], out[n_dir:]
+
     def differentiable_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
         """Autograd forward of one layer of the *ideal* array (the simulator-only baselines).
 
@@ -274,16 +308,7 @@ class SimulatedCrossbar(Device):
 
     def _evaluate(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
         """Write ``params`` if they changed, then read the layer on input ``x``."""
-        spec = self._info.layers[layer]
-        target = self._target[layer]
-        if target is None or not all(torch.equal(target[k], params[k]) for k in params):
-            self._target[layer] = {k: v.detach().clone() for k, v in params.items()}
-            self._link(sum(v.numel() for v in params.values()), 0)
-            self._programmed[layer] = self._program(layer, params["weight"].to(self._dev))
-            self._written_at[layer] = self.clock
-            self._layer_writes[layer] += 1
-            self._counters.param_writes += 1
-            self._tick(self._write_time(spec))
+        self._write_if_changed(layer, params)
         weight = self._drifted(layer)
         rows = self._rows(layer, self._dac(x))
         sums = self._column_sums(layer, rows, weight)
@@ -293,6 +318,22 @@ class SimulatedCrossbar(Device):
         self._counters.queries += 1
         self._tick(len(rows) * self.options.read_seconds)
         return self._outputs(layer, out, len(x))
+
+    def _write_if_changed(self, layer: int, params: LayerParams) -> None:
+        """Program ``params`` unless the array already holds exactly their weights (the bias is digital)."""
+        target = self._target[layer]
+        if target is not None and torch.equal(target["weight"], params["weight"]):
+            if not torch.equal(target["bias"], params["bias"]):
+                self._target[layer] = {**target, "bias": params["bias"].detach().clone()}
+                self._link(params["bias"].numel(), 0)
+        else:
+            self._target[layer] = {k: v.detach().clone() for k, v in params.items()}
+            self._link(sum(v.numel() for v in params.values()), 0)
+            self._programmed[layer] = self._program(layer, params["weight"].to(self._dev))
+            self._written_at[layer] = self.clock
+            self._layer_writes[layer] += 1
+            self._counters.param_writes += 1
+            self._tick(self._write_time(self._info.layers[layer]))
 
     def _read_rows(self, layer: int, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What the array reads for input ``x`` and, when known, its exact column sums through ``weight``.

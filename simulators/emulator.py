@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
 from devices.interface import Device, LayerParams, Perturbation
 from devices.messages import (
+    CAP_BIAS,
     CAP_INJECTION,
     CAP_REPLY_CACHE,
     CAP_SEEDED,
@@ -101,10 +102,13 @@ class _Buffer:
 class Firmware:
     """The device side of the protocol, backed by any :class:`~devices.interface.Device`."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, bias_perturbation: bool = True) -> None:
+        """``bias_perturbation`` False hides the device's bias perturbations (a firmware without bit 3)."""
         self.device = device
         inner = device.info()
-        self.info = inner.model_copy(update={"firmware": FIRMWARE_VERSION,
+        caps = inner.capabilities.model_copy(
+            update={"bias_perturbation": inner.capabilities.bias_perturbation and bias_perturbation})
+        self.info = inner.model_copy(update={"firmware": FIRMWARE_VERSION, "capabilities": caps,
                                              "max_batch": min(inner.max_batch, MAX_BATCH)})
         self.frames_received = 0
         self.frames_rejected = 0
@@ -156,6 +160,8 @@ class Firmware:
         caps = CAP_SEEDED | CAP_REPLY_CACHE
         if self.info.capabilities.layer_input_injection:
             caps |= CAP_INJECTION
+        if self.info.capabilities.bias_perturbation:
+            caps |= CAP_BIAS
         return Hello(1, MAX_IN_FLIGHT, MAX_REQUEST, caps, RESPONSE_MS, self.info.identity,
                      FIRMWARE_VERSION).pack()
 
@@ -207,6 +213,8 @@ class Firmware:
         if request.chunk is not None and request.chunk >= spec.n_chunks():
             raise ProtocolError(f"layer {request.layer} has {spec.n_chunks()} chunks, not {request.chunk + 1}",
                                 Status.BAD_PARAM)
+        if request.distribution == "bias" and not (self.info.capabilities.bias_perturbation and spec.has_bias):
+            raise ProtocolError(f"layer {request.layer}: no bias perturbations on this device", Status.UNSUPPORTED)
         perturbation = Perturbation(request.seeds, request.eps, request.distribution, request.chunk)
         plus, minus = self.device.perturbed_pairs(request.layer, self._staged(request.layer),
                                                   self._input(request.layer), perturbation)

@@ -9,7 +9,7 @@ import struct
 from collections.abc import Callable
 
 from devices.codec import Frame
-from devices.directions import DISTRIBUTIONS
+from devices.directions import DIRECTIONS
 from devices.messages import (
     ALL_CHUNKS,
     SET_INPUT_HEAD,
@@ -21,7 +21,7 @@ from devices.messages import (
 from devices.scpi import SCPI_ERRORS, STATUS_TO_SCPI, definite_block, mnemonic_matches
 from simulators.emulator import ErrorQueue, Firmware
 
-DISTRIBUTION_NAMES = {"RAD": "rademacher", "GAUS": "gaussian", "SPH": "sphere"}
+DISTRIBUTION_NAMES = {"RAD": "rademacher", "GAUS": "gaussian", "SPH": "sphere", "BIAS": "bias"}
 
 
 class ScpiError(Exception):
@@ -185,11 +185,11 @@ class ScpiLink:
 
     def _perturbed(self, args: list[str], block: bytes | None) -> bytes:
         if len(args) < 6:
-            raise ScpiError(-109, "MEAS:PERT? needs layer,RAD|GAUS|SPH,signs,eps,chunk,seed[,seed...]")
+            raise ScpiError(-109, "MEAS:PERT? needs layer,RAD|GAUS|SPH|BIAS,signs,eps,chunk,seed[,seed...]")
         layer, signs = _ints([args[0], args[2]], 2)
         distribution = DISTRIBUTION_NAMES.get(args[1].upper())
         if distribution is None:
-            raise ScpiError(-224, f"distribution {args[1]!r}; use RAD, GAUS or SPH")
+            raise ScpiError(-224, f"distribution {args[1]!r}; use RAD, GAUS, SPH or BIAS")
         try:
             eps = float(args[3])
             chunk = int(args[4])
@@ -200,7 +200,7 @@ class ScpiLink:
             raise ScpiError(-222, "layer and signs take 0..255, seeds 0..4294967295")
         chunk_code = ALL_CHUNKS if chunk < 0 else chunk
         try:
-            payload = PerturbedForward.FIXED.pack(layer, DISTRIBUTIONS.index(distribution), signs, 0, eps,
+            payload = PerturbedForward.FIXED.pack(layer, DIRECTIONS.index(distribution), signs, 0, eps,
                                                   chunk_code, len(seeds), 0)
         except struct.error:
             raise ScpiError(-222, "chunk or seed count out of range") from None

@@ -25,19 +25,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run the device-contract tests against this bench device, e.g. serial:///dev/ttyACM0")
 
 
-def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2) -> tuple[Trainer, dict]:
+def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2,
+                  estimator: str = "auto") -> tuple[Trainer, dict]:
     """Train the small digits job used to compare a link with the in-process simulator."""
     config = build_config({"device": device_url, "epochs": epochs, "batch_size": 64, "directions": 2,
-                           "run_dir": tmp_path / name, "seed": 3})
+                           "run_dir": tmp_path / name, "seed": 3, "estimator": estimator})
     trainer = Trainer(config, RunFolder.create(config), progress=False)
     summary = trainer.fit()
     trainer.device.close()
     return trainer, summary
 
 
-def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary") -> PtyServer:
+def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary",
+                   bias_perturbation: bool = True) -> PtyServer:
     """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done)."""
-    return PtyServer(Firmware(open_sim(sim_url)), faults, dialect=dialect).start()
+    return PtyServer(Firmware(open_sim(sim_url), bias_perturbation), faults, dialect=dialect).start()
 
 
 FIRMWARE_TOOLS = ("make", "arm-none-eabi-gcc", QEMU)

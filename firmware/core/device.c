@@ -19,7 +19,7 @@
 enum { HEADER_SIZE = 12, CRC_SIZE = 4, REPLY_BIT = 0x80, ERROR_QUEUE = 16, ERROR_TEXT = 48 };
 #define ALL_CHUNKS 0xFFFFFFFFu
 enum { SIGN_PLUS = 1, SIGN_MINUS = 2 };
-enum { CAP_SEEDED = 1, CAP_INJECTION = 2 };
+enum { CAP_SEEDED = 1, CAP_INJECTION = 2, CAP_BIAS = 8 }; /* bit 2, the reply cache, is clear */
 
 enum message {
     MSG_HELLO = 0x01, MSG_INFO, MSG_SET_PARAMS, MSG_SET_INPUT, MSG_FORWARD,
@@ -348,7 +348,7 @@ static unsigned on_hello(const uint8_t *p, uint32_t n, uint16_t id)
     tx_u8(0);
     tx_u16(NET_MAX_IN_FLIGHT);
     tx_u32(NET_MAX_REQUEST);
-    tx_u32(CAP_SEEDED | CAP_INJECTION);
+    tx_u32(CAP_SEEDED | CAP_INJECTION | CAP_BIAS);
     tx_u32(NET_RESPONSE_MS);
     tx_u16(id_len);
     tx(board_identity(), id_len);
@@ -458,7 +458,8 @@ static void info_write(void)
     info_string(HIL_FIRMWARE_VERSION);
     info_text(", \"protocol_version\": 1, \"max_batch\": ");
     info_uint(NET_MAX_BATCH);
-    info_text(", \"capabilities\": {\"layer_input_injection\": true, \"seeded_perturbations\": true}");
+    info_text(", \"capabilities\": {\"layer_input_injection\": true, \"seeded_perturbations\": true, "
+              "\"bias_perturbation\": true}");
     info_text(", \"layers\": [");
     for (unsigned l = 0; l < NET_LAYERS; l++) {
         info_text(l ? ", {" : "{");
@@ -590,28 +591,40 @@ static unsigned on_forward(const uint8_t *p, uint32_t n, uint16_t id)
     return ST_OK;
 }
 
+/* eps in cells for a direction element of +-1: round(eps * 2^WEIGHT_FRAC), at most the whole
+ * range, so a cell moves by exactly the same step at +eps and at -eps. */
+static int32_t cell_step(double eps)
+{
+    double scaled = eps * WEIGHT_ONE;
+    return scaled > 2.0 * WEIGHT_ONE ? 2 * WEIGHT_ONE : (int32_t)(scaled + 0.5);
+}
+
+static int16_t clip_cell(int32_t cell)
+{
+    return (int16_t)(cell > WEIGHT_ONE ? WEIGHT_ONE : cell < -WEIGHT_ONE ? -WEIGHT_ONE : cell);
+}
+
 /* Cells of row `row` of layer l at base + sign * eps * v(seed), clipped to [-1, 1]; the
- * direction's element j = row * (inputs + 1) + q covers the weight row, then the bias. */
+ * direction's element j = row * (inputs + 1) + q covers the weight row, then the bias. For the
+ * seeded distributions only: a bias direction moves no cell of the array (perturb_bias). */
 static void perturb_row(unsigned l, unsigned row, int sign, unsigned dist, uint32_t seed, double eps)
 {
     unsigned n_in = net_array_inputs(l), n = n_in + 1;
     const int16_t *base = &layers[l].weight[row * n_in];
     uint32_t first = row * n;
     if (dist == DIST_RADEMACHER) {
-        double scaled = eps * WEIGHT_ONE;
-        int32_t step = scaled > 2.0 * WEIGHT_ONE ? 2 * WEIGHT_ONE : (int32_t)(scaled + 0.5);
+        int32_t step = cell_step(eps);
         uint32_t word = dir_word(seed, first / 32);
         for (unsigned q = 0; q < n; q++) {
             uint32_t j = first + q;
             if (j % 32 == 0)
                 word = dir_word(seed, j / 32);
             int32_t delta = (word >> (j % 32)) & 1u ? step : -step;
-            int32_t cell = (q < n_in ? base[q] : layers[l].bias[row]) + sign * delta;
-            cell = cell > WEIGHT_ONE ? WEIGHT_ONE : cell < -WEIGHT_ONE ? -WEIGHT_ONE : cell;
+            int16_t cell = clip_cell((q < n_in ? base[q] : layers[l].bias[row]) + sign * delta);
             if (q < n_in)
-                row_cells[q] = (int16_t)cell;
+                row_cells[q] = cell;
             else
-                row_bias[row] = (int16_t)cell;
+                row_bias[row] = cell;
         }
         return;
     }
@@ -629,6 +642,14 @@ static void perturb_row(unsigned l, unsigned row, int sign, unsigned dist, uint3
         else
             row_bias[row] = cell;
     }
+}
+
+/* The bias direction (distribution 3) on row `row` of layer l: its bias at base + sign * eps,
+ * clipped to [-1, 1] on the cell grid as rademacher does. The weights stay as programmed, since
+ * the bias lives in the periphery (read_array), not in the array. */
+static void perturb_bias(unsigned l, unsigned row, int sign, double eps)
+{
+    row_bias[row] = clip_cell(layers[l].bias[row] + sign * cell_step(eps));
 }
 
 static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
@@ -658,6 +679,9 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
     uint32_t batch = layers[l].batch;
     unsigned first = chunk == ALL_CHUNKS ? 0 : chunk, last = chunk == ALL_CHUNKS ? rows : chunk + 1;
     unsigned n_signs = (signs & SIGN_PLUS ? 1u : 0u) + (signs & SIGN_MINUS ? 1u : 0u);
+    /* A bias direction leaves the array at its base weights: nothing to program per direction,
+     * and nothing to restore before the next FORWARD. */
+    bool bias_only = dist == DIST_BIAS;
     program_base(l);
     reply_begin(MSG_PERTURBED_FORWARD, id, ST_OK, n_signs * count * batch * outputs * 4);
     for (int sign = 1; sign >= -1; sign -= 2) {
@@ -666,11 +690,16 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
         for (unsigned k = 0; k < count; k++) {
             uint32_t seed = get_u32(p + 20 + 4 * k);
             memcpy(row_bias, layers[l].bias, sizeof row_bias);
-            for (unsigned row = first; row < last; row++) {
-                perturb_row(l, row, sign, dist, seed, eps);
-                array_program_row(l, row, row_cells);
+            if (bias_only) {
+                for (unsigned row = first; row < last; row++)
+                    perturb_bias(l, row, sign, eps);
+            } else {
+                for (unsigned row = first; row < last; row++) {
+                    perturb_row(l, row, sign, dist, seed, eps);
+                    array_program_row(l, row, row_cells);
+                }
+                counters.param_writes++;
             }
-            counters.param_writes++;
             for (uint32_t b = 0; b < batch; b++) {
                 read_layer(l, &layers[l].input[b * NET_WIDTH[l]], row_bias, activations);
                 for (unsigned i = 0; i < outputs; i++)
@@ -679,7 +708,8 @@ static unsigned on_perturbed_forward(const uint8_t *p, uint32_t n, uint16_t id)
         }
     }
     reply_end();
-    layers[l].programmed = false;
+    if (!bias_only)
+        layers[l].programmed = false;
     counters.queries += (uint64_t)count * n_signs;
     return ST_OK;
 }

@@ -5,7 +5,9 @@
 
 #include <stdint.h>
 
-enum { DIST_RADEMACHER = 0, DIST_GAUSSIAN = 1, DIST_SPHERE = 2, DIST_COUNT = 3 };
+/* Distribution codes of PERTURBED_FORWARD. DIST_BIAS is not seeded: 1 on every element of a
+ * layer's bias array, 0 on its weights, for every seed. */
+enum { DIST_RADEMACHER = 0, DIST_GAUSSIAN = 1, DIST_SPHERE = 2, DIST_BIAS = 3, DIST_COUNT = 4 };
 
 uint32_t dir_fmix32(uint32_t x);
 /* Word k of a seed's stream; any word can be computed on its own. */

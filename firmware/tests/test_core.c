@@ -53,6 +53,19 @@ uint32_t board_micros(void)
 
 const char *board_identity(void) { return "test \"board\""; }
 
+/* ---- the array: rows programmed are counted (linked with --wrap=array_program_row) ----------- */
+
+void __real_array_program_row(unsigned layer, unsigned row, const int16_t *cells);
+void __wrap_array_program_row(unsigned layer, unsigned row, const int16_t *cells);
+
+static unsigned long rows_programmed;
+
+void __wrap_array_program_row(unsigned layer, unsigned row, const int16_t *cells)
+{
+    rows_programmed++;
+    __real_array_program_row(layer, row, cells);
+}
+
 /* ---- reference COBS (the textbook, non-streaming form) to check the core against ----------- */
 
 static size_t ref_cobs_encode(const uint8_t *in, size_t n, uint8_t *out)
@@ -217,6 +230,14 @@ static reply perturbed(uint8_t layer, uint8_t dist, uint8_t signs, double eps, u
     return request(0x06, p, 20 + 4 * count);
 }
 
+/* STATUS's count of parameter writes (array programmings). */
+static uint64_t param_writes(void)
+{
+    reply r = request(0x07, "", 0);
+    CHECK(r.status == 0 && r.length == 56);
+    return (uint64_t)u32_at(r.payload + 16) | (uint64_t)u32_at(r.payload + 20) << 32;
+}
+
 static int32_t pop_error(char *text)
 {
     reply r = request(0x08, "", 0);
@@ -308,7 +329,8 @@ static void test_hello_and_info(void)
     reply r = request(0x01, (const uint8_t[]){1, 1}, 2);
     CHECK(r.status == 0 && r.payload[0] == 1);
     CHECK((r.payload[2] | r.payload[3] << 8) == NET_MAX_IN_FLIGHT);
-    CHECK(u32_at(r.payload + 4) == NET_MAX_REQUEST && u32_at(r.payload + 8) == 3);
+    /* seeded perturbations, layer input injection, bias perturbations; no reply cache */
+    CHECK(u32_at(r.payload + 4) == NET_MAX_REQUEST && u32_at(r.payload + 8) == (1 | 2 | 8));
     CHECK((size_t)(r.payload[16] | r.payload[17] << 8) == strlen(board_identity()));
     CHECK(memcmp(r.payload + 18, board_identity(), strlen(board_identity())) == 0);
     CHECK(request(0x01, (const uint8_t[]){2, 3}, 2).status == 10);
@@ -321,6 +343,7 @@ static void test_hello_and_info(void)
     CHECK(strstr(json, "\"gain\": 0.125") != NULL);
     CHECK(strstr(json, "\"resolution\": 0.00006103515625") != NULL);
     CHECK(strstr(json, "\"max_batch\": 64") != NULL);
+    CHECK(strstr(json, "\"bias_perturbation\": true") != NULL);
     CHECK((strstr(json, "\"kind\": \"conv\"") != NULL) == net_is_conv(0));
     if (net_is_conv(0)) {
         const net_conv *c = &NET_CONV_SHAPES[0];
@@ -545,6 +568,136 @@ static void test_perturbations_follow_the_seeded_directions(void)
     CHECK(memcmp(r.payload, base_out, 4 * batch * outputs) == 0);
 }
 
+enum { BIAS_BATCH = 4, BIAS_BLOCK = 4 * BIAS_BATCH * NET_MAX_WIDTH };
+
+/* Layer l measured on its input with its bias array written as `bias` by SET_PARAMS: a seeded
+ * PERTURBED_FORWARD at eps 0, which is the base itself. `out` gets the reply's bytes. */
+static void measure_with_bias(unsigned l, const float *bias, uint8_t *out)
+{
+    set_params((uint8_t)l, 1, 0, bias, net_array_outputs(l), 0);
+    reply r = perturbed((uint8_t)l, DIST_RADEMACHER, 1, 0.0, 0xFFFFFFFFu, (const uint32_t[]){0}, 1);
+    CHECK(r.status == 0 && r.length == 4 * BIAS_BATCH * NET_WIDTH[l + 1]);
+    memcpy(out, r.payload, r.length);
+}
+
+/* The bias at clip(base + step) in chunk `chunk` (every chunk for 0xFFFFFFFF), base elsewhere. */
+static void moved_bias(unsigned l, double step, uint32_t chunk, float *out)
+{
+    for (unsigned i = 0; i < net_array_outputs(l); i++)
+        out[i] = chunk == 0xFFFFFFFFu || chunk == i ? (float)fmax(-1.0, fmin(1.0, biases[l][i] + step))
+                                                    : biases[l][i];
+}
+
+/* Distribution 3 moves each chunk's bias (a dense unit's, a conv channel's) by +-eps and nothing
+ * else: its replies equal, bit for bit, the layer's outputs with the bias array written at
+ * clip(base +- eps), for every seed, and no row of the array is programmed for them. */
+static void test_bias_perturbations_move_only_the_biases(void)
+{
+    const uint32_t seeds[2] = {3, 77}, all = 0xFFFFFFFFu;
+    const double eps = 0.1; /* 1638.4 cells: written or perturbed, it rounds to the same cell */
+    srand(5);
+    /* Biases on the cell grid (so both paths round alike), the first and last at the bounds. */
+    for (unsigned l = 0; l < NET_LAYERS; l++) {
+        unsigned rows = net_array_outputs(l);
+        for (unsigned k = 0; k < net_array_inputs(l) * rows; k++)
+            weights[l][k] = uniform(-0.5f, 0.5f);
+        for (unsigned k = 0; k < rows; k++)
+            biases[l][k] = (float)quantized(uniform(-0.3f, 0.3f));
+        biases[l][0] = (float)quantized(0.95f);         /* + eps clips at 1 */
+        biases[l][rows - 1] = (float)-quantized(0.95f); /* - eps clips at -1 */
+    }
+    for (unsigned k = 0; k < BIAS_BATCH * NET_MAX_WIDTH; k++)
+        inputs[k] = uniform(0, 1);
+    upload(BIAS_BATCH);
+    for (uint8_t l = 1; l < NET_LAYERS; l++) /* deeper layers are measured on an injected input */
+        set_input(l, BIAS_BATCH, 0, inputs, BIAS_BATCH * NET_WIDTH[l], 0);
+    static uint8_t base_forward[4 * NET_LAYERS * BIAS_BATCH * NET_MAX_WIDTH];
+    reply r = request(0x05, "", 0);
+    uint32_t forward_len = r.length;
+    CHECK(r.status == 0 && forward_len <= sizeof base_forward);
+    memcpy(base_forward, r.payload, forward_len);
+
+    for (unsigned l = 0; l < NET_LAYERS; l++) {
+        unsigned rows = net_array_outputs(l);
+        uint32_t block = 4 * BIAS_BATCH * NET_WIDTH[l + 1]; /* bytes of one measurement */
+        const uint32_t chunks[2] = {0, rows / 2};
+        static uint8_t base[BIAS_BLOCK], every[4 * BIAS_BLOCK], one[2][2 * BIAS_BLOCK], at[BIAS_BLOCK];
+        measure_with_bias(l, biases[l], base); /* seeded: the array needs its base back after it */
+
+        /* Every chunk, + then -, two seeds each: the base weights go back once, for the
+         * measurement above, and no row is programmed per direction. */
+        unsigned long rows_before = rows_programmed;
+        uint64_t writes = param_writes();
+        r = perturbed((uint8_t)l, DIST_BIAS, 3, eps, all, seeds, 2);
+        CHECK(r.status == 0 && r.length == 4 * block);
+        memcpy(every, r.payload, 4 * block);
+        CHECK(rows_programmed - rows_before == rows && param_writes() == writes + 1);
+        rows_before = rows_programmed;
+        for (unsigned c = 0; c < 2; c++) {
+            r = perturbed((uint8_t)l, DIST_BIAS, 3, eps, chunks[c], seeds, 1);
+            CHECK(r.status == 0 && r.length == 2 * block);
+            memcpy(one[c], r.payload, 2 * block);
+        }
+        r = perturbed((uint8_t)l, DIST_BIAS, 2, 0.0, all, seeds, 1); /* eps 0: the base */
+        CHECK(r.status == 0 && r.length == block && memcmp(r.payload, base, block) == 0);
+        CHECK(rows_programmed == rows_before && param_writes() == writes + 1);
+        CHECK(memcmp(every, base, block) != 0 && memcmp(every + 2 * block, base, block) != 0);
+
+        /* The same points written with SET_PARAMS; for layer 0 FORWARD agrees as well. */
+        float moved[NET_MAX_WIDTH];
+        for (unsigned half = 0; half < 2; half++) {
+            double step = half ? -eps : eps;
+            moved_bias(l, step, all, moved);
+            measure_with_bias(l, moved, at);
+            for (unsigned k = 0; k < 2; k++)
+                CHECK(memcmp(every + (2 * half + k) * block, at, block) == 0);
+            if (l == 0) {
+                r = request(0x05, "", 0);
+                CHECK(r.status == 0 && memcmp(r.payload, at, block) == 0);
+            }
+            for (unsigned c = 0; c < 2; c++) {
+                moved_bias(l, step, chunks[c], moved);
+                measure_with_bias(l, moved, at);
+                CHECK(memcmp(one[c] + half * block, at, block) == 0);
+            }
+        }
+        set_params((uint8_t)l, 1, 0, biases[l], rows, 0);
+    }
+
+    /* After bias perturbations the array still holds the base weights: FORWARD programs nothing
+     * and answers as before them. A seeded direction, by contrast, programs every row per
+     * direction, and the base again before the next FORWARD. */
+    r = request(0x05, "", 0);
+    CHECK(r.status == 0 && r.length == forward_len && memcmp(r.payload, base_forward, forward_len) == 0);
+    for (uint8_t l = 0; l < NET_LAYERS; l++)
+        CHECK(perturbed(l, DIST_BIAS, 3, 0.5, all, seeds, 2).status == 0);
+    unsigned long rows_before = rows_programmed;
+    uint64_t writes = param_writes();
+    r = request(0x05, "", 0);
+    CHECK(r.status == 0 && r.length == forward_len && memcmp(r.payload, base_forward, forward_len) == 0);
+    CHECK(rows_programmed == rows_before && param_writes() == writes);
+    CHECK(perturbed(0, DIST_RADEMACHER, 3, eps, all, seeds, 2).status == 0);
+    CHECK(rows_programmed - rows_before == 4 * net_array_outputs(0) && param_writes() == writes + 4);
+    r = request(0x05, "", 0);
+    CHECK(r.status == 0 && memcmp(r.payload, base_forward, forward_len) == 0);
+    CHECK(rows_programmed - rows_before == 5 * net_array_outputs(0) && param_writes() == writes + 5);
+
+    /* Weights staged after a FORWARD are programmed (once) by the bias perturbation that next
+     * reads the layer, which FORWARD then finds in place. */
+    uint32_t size = net_array_inputs(0) * net_array_outputs(0);
+    for (uint32_t k = 0; k < size; k++)
+        weights[0][k] = uniform(-0.5f, 0.5f);
+    for (uint32_t at = 0; at < size; at += 500)
+        set_params(0, 0, at, weights[0] + at, size - at < 500 ? size - at : 500, 0);
+    rows_before = rows_programmed;
+    r = perturbed(0, DIST_BIAS, 1, 0.0, all, seeds, 1);
+    CHECK(r.status == 0 && rows_programmed - rows_before == net_array_outputs(0));
+    memcpy(base_forward, r.payload, r.length);
+    r = request(0x05, "", 0);
+    CHECK(r.status == 0 && memcmp(r.payload, base_forward, 4 * BIAS_BATCH * NET_WIDTH[1]) == 0);
+    CHECK(rows_programmed - rows_before == net_array_outputs(0));
+}
+
 static void test_refusals_queue_their_status_codes(void)
 {
     char text[64];
@@ -558,9 +711,10 @@ static void test_refusals_queue_their_status_codes(void)
     set_params(0, 1, net_array_outputs(0), &one, 1, 5);
     set_params(0, 1, 0, &outside, 1, 6);
     set_input(0, NET_MAX_BATCH + 1, 0, &one, 1, 8);
-    CHECK(perturbed(0, 3, 3, 0.1, 0xFFFFFFFFu, (const uint32_t[]){1}, 1).status == 9);
+    CHECK(perturbed(0, 4, 3, 0.1, 0xFFFFFFFFu, (const uint32_t[]){1}, 1).status == 9); /* 3 is bias */
+    CHECK(perturbed(0, 255, 3, 0.1, 0xFFFFFFFFu, (const uint32_t[]){1}, 1).status == 9);
     CHECK(perturbed(0, 0, 3, 0.1, net_array_outputs(0), (const uint32_t[]){1}, 1).status == 4);
-    static const int32_t expect[] = {1, 2, 3, 4, 5, 6, 8, 9, 4};
+    static const int32_t expect[] = {1, 2, 3, 4, 5, 6, 8, 9, 9, 4};
     for (unsigned k = 0; k < sizeof expect / sizeof expect[0]; k++)
         CHECK(pop_error(text) == expect[k] && strlen(text) > 0);
     CHECK(pop_error(text) == 0 && strcmp(text, "No error") == 0);
@@ -592,6 +746,7 @@ int main(void)
     test_malformed_frames_are_dropped_and_counted();
     test_forward_matches_quantized_reference();
     test_perturbations_follow_the_seeded_directions();
+    test_bias_perturbations_move_only_the_biases();
     test_refusals_queue_their_status_codes();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

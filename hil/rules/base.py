@@ -37,7 +37,7 @@ class Rule(ABC):
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         """Measure the batch on the device and set gradients; ``step`` counts from 0 per run."""
 
-    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
+    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any] | None:
         """Measure what the rule needs from the device before training (once per run)."""
         return None
 
@@ -58,6 +58,10 @@ class Rule(ABC):
     def summary(self) -> str:
         """One line that says how the rule computes its updates."""
         return self.name
+
+    def report(self) -> dict[str, Any]:
+        """The rule's own fields for the run summary (how it estimated, at what step and cost)."""
+        return {}
 
 
 def step_seeds(run_seed: int, step: int, stream: int, count: int) -> tuple[int, ...]:

@@ -1,40 +1,80 @@
-"""``mf-dd``: Mono-Forward with directional derivatives measured on the device (the product)."""
+"""``mf-dd``: Mono-Forward with directional derivatives measured on the device (the product).
+
+Each layer's gradient comes from one of two estimates (:mod:`hil.estimator`): ``activity`` (a bias
+pair, 2 queries) where the layer is an affine array with a bias, ``weight`` (P random directions,
+2P queries) anywhere. ``estimator: auto`` picks the first where it applies.
+"""
 
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from devices.errors import CapabilityError
+from devices.info import LayerSpec
 from devices.interface import Device
-from hil.calibration import choose_eps
+from hil.calibration import choose_activity_eps, choose_eps
 from hil.config import TrainConfig
-from hil.estimator import estimate_layer, estimate_projection, exact_projection_grad
+from hil.estimator import estimate_activity, estimate_layer, estimate_projection, exact_projection_grad
 from hil.model import MonoForward
 from hil.rules.base import Rule, StepOutput, step_seeds
 
 LOSS_DECAY = 0.9  # the ``loss`` budget's running average: about the last 10 steps
+Estimator = Literal["activity", "weight"]
+
+
+def activity_applies(spec: LayerSpec) -> bool:
+    """An affine array with a bias whose chunks own their outputs: a bias pair measures its units."""
+    return spec.kind in ("dense", "conv") and spec.has_bias and spec.spliceable
+
+
+def layer_estimators(setting: str, layers: tuple[LayerSpec, ...]) -> list[Estimator]:
+    """Each layer's estimate for the config's ``estimator`` (auto: activity where it applies)."""
+    if setting == "weight":
+        return ["weight"] * len(layers)
+    if setting == "activity":
+        unfit = [f"layer {i} ({spec.kind})" for i, spec in enumerate(layers) if not activity_applies(spec)]
+        if unfit:
+            raise CapabilityError(f"estimator 'activity' needs affine layers with a bias; {', '.join(unfit)} "
+                                  "has none. Use --estimator auto (weight space there) or weight")
+        return ["activity"] * len(layers)
+    return ["activity" if activity_applies(spec) else "weight" for spec in layers]
 
 
 class MonoForwardDD(Rule):
-    """One base forward, then per layer P perturbation pairs; no autograd anywhere."""
+    """One base forward, then per layer a bias pair or P perturbation pairs; no autograd anywhere."""
 
     name = "mf-dd"
-    eps: float = 0.0
 
     def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
         super().__init__(device, model, config)
+        self.estimators = layer_estimators(config.estimator, self.info.layers)
         self.directions = config.directions_per_layer(len(self.info.layers))
+        self.eps = [0.0] * len(self.info.layers)
+        """Per layer, the perturbation step of its estimate."""
         self.running_loss: list[float] | None = None
         """Per layer, an exponential average of the local loss (the ``loss`` budget's weights)."""
 
-    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float] | None:
-        """Fix eps: the configured value, or one chosen above the device's measured noise."""
+    def layers_using(self, estimator: Estimator) -> list[int]:
+        return [i for i, e in enumerate(self.estimators) if e == estimator]
+
+    def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any] | None:
+        """Fix eps per estimate: the configured value, or one chosen above the device's measured noise."""
         if self.config.eps != "auto":
-            self.eps = self.config.eps
+            self.eps = [self.config.eps] * len(self.eps)
             return None
-        result = choose_eps(self.device, self.model, x, y, self.directions, self.config.distribution)
-        self.eps = result.eps
-        return result.as_dict()
+        found: dict[str, Any] = {}
+        if weight := self.layers_using("weight"):
+            result = choose_eps(self.device, self.model, x, y, self.directions, self.config.distribution, weight)
+            found["weight"] = result.as_dict()
+            for i in weight:
+                self.eps[i] = result.eps
+        if activity := self.layers_using("activity"):
+            result = choose_activity_eps(self.device, self.model, x, activity)
+            found["activity"] = result.as_dict()
+            for i in activity:
+                self.eps[i] = result.eps
+        return found
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
         cfg = self.config
@@ -45,10 +85,14 @@ class MonoForwardDD(Rule):
         with torch.no_grad():
             for i, spec in enumerate(self.info.layers):
                 objective = self.model.objective(i)
-                seeds = step_seeds(cfg.seed, step, i, self.directions[i])
-                grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
-                                       seeds, self.eps, cfg.distribution, cfg.combine,
-                                       features=partial(self.model.features, i))
+                features = partial(self.model.features, i)
+                if self.estimators[i] == "activity":
+                    grads = estimate_activity(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
+                                              self.eps[i], features, self.model.readout(i))
+                else:
+                    seeds = step_seeds(cfg.seed, step, i, self.directions[i])
+                    grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
+                                           seeds, self.eps[i], cfg.distribution, cfg.combine, features=features)
                 for name, g in grads.items():
                     self.model.params[i][name].grad = g
                 feat = self.model.features(i, acts[i])
@@ -60,12 +104,16 @@ class MonoForwardDD(Rule):
         return StepOutput(sum(losses) / len(losses), acts)
 
     def _share_budget(self, losses: list[float]) -> None:
-        """Average this step's losses into the running ones and share the directions out by them."""
+        """Average this step's losses into the running ones; share the weight-space layers' directions by them."""
         if self.running_loss is None:
             self.running_loss = list(losses)
         else:
             self.running_loss = [LOSS_DECAY * r + (1 - LOSS_DECAY) * v for r, v in zip(self.running_loss, losses)]
-        self.directions = share_directions(sum(self.directions), self.running_loss)
+        weight = self.layers_using("weight")
+        if weight:
+            shares = share_directions(sum(self.directions[i] for i in weight), [self.running_loss[i] for i in weight])
+            for i, p in zip(weight, shares):
+                self.directions[i] = p
 
     def _projection_grad(self, feat: torch.Tensor, y: torch.Tensor, step: int, layer: int) -> torch.Tensor:
         """Gradient for layer ``layer``'s M: closed form on the host, or its own DD estimate."""
@@ -74,34 +122,56 @@ class MonoForwardDD(Rule):
         if cfg.m_update == "exact":
             return exact_projection_grad(feat, m, y)
         seeds = step_seeds(cfg.seed, step, len(self.info.layers) + layer, self.directions[layer])
-        return estimate_projection(feat, m, y, seeds, self.eps, cfg.distribution, cfg.combine)
+        return estimate_projection(feat, m, y, seeds, self.eps[layer], cfg.distribution, cfg.combine)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"eps": self.eps, "directions": list(self.directions), "running_loss": self.running_loss}
+        return {"eps": list(self.eps), "estimators": list(self.estimators), "directions": list(self.directions),
+                "running_loss": self.running_loss}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.eps = state["eps"]
+        eps = state["eps"]
+        self.eps = list(eps) if isinstance(eps, list) else [eps] * len(self.eps)  # one eps before estimators
         self.directions = state.get("directions", self.directions)  # absent from runs saved before budgets
         self.running_loss = state.get("running_loss")
 
     def margin(self) -> float:
-        """Room for a +-eps step: |v| is 1 for Rademacher directions, rarely above 3 otherwise."""
-        return self.eps * (1.0 if self.config.distribution == "rademacher" else 3.0)
+        """Room for a +-eps step: |v| is 1 for Rademacher directions and a bias pair, rarely above 3 otherwise."""
+        spread = 1.0 if self.config.distribution == "rademacher" else 3.0
+        return max(e * (spread if kind == "weight" else 1.0) for e, kind in zip(self.eps, self.estimators))
+
+    def queries_per_layer(self) -> list[int]:
+        """Device queries each layer costs per step, its share of the base forward included."""
+        out = []
+        for p, kind, spec in zip(self.directions, self.estimators, self.info.layers):
+            if kind == "activity":
+                out.append(3)
+            else:
+                out.append(1 + 2 * p * (1 if spec.spliceable else spec.n_chunks()))
+        return out
+
+    def report(self) -> dict[str, Any]:
+        return {"estimators": list(self.estimators), "eps": list(self.eps),
+                "queries_per_layer_step": self.queries_per_layer(),
+                "directions_by_layer": [p if kind == "weight" else None
+                                        for p, kind in zip(self.directions, self.estimators)]}
 
     def summary(self) -> str:
         parts = []
-        for p, (i, spec) in zip(self.directions, enumerate(self.info.layers)):
-            if spec.spliceable:
-                parts.append(f"layer {i}: {1 + 2 * p} (1 + 2P, chunks spliced)")
+        bias_written = not self.info.capabilities.bias_perturbation
+        for i, (kind, queries, spec) in enumerate(zip(self.estimators, self.queries_per_layer(), self.info.layers)):
+            if kind == "activity":
+                how = "bias pair" + (", bias written: the device has no bias perturbation" if bias_written else "")
+            elif spec.spliceable:
+                how = f"weight space, P={self.directions[i]}, chunks spliced"
             else:
-                parts.append(f"layer {i}: {1 + 2 * p * spec.n_chunks()} (1 + 2P x {spec.n_chunks()} chunks "
-                             f"queried one at a time)")
+                how = f"weight space, P={self.directions[i]} x {spec.n_chunks()} chunks queried one at a time"
+            parts.append(f"layer {i}: {kind} ({how}, eps {self.eps[i]:.4g}): {queries}")
         host = f"M by {'closed form' if self.config.m_update == 'exact' else 'DD'}" if self.model.trains_projection \
             else f"cosine to fixed prototypes, margin {self.model.margin}"
-        budget = ",".join(map(str, self.directions)) if len(set(self.directions)) > 1 else str(self.directions[0])
-        if self.config.budget == "loss":
-            budget += f" now, {sum(self.directions)} shared by loss"
-        return f"mf-dd, P={budget}, eps {self.eps:.4g}, {host}; queries per layer per step: " + "; ".join(parts)
+        budget = ""
+        if self.config.budget == "loss" and self.layers_using("weight"):
+            budget = f"; weight-space directions shared by loss, {sum(self.directions)} in all"
+        return f"mf-dd, {host}{budget}; queries per layer per step: " + "; ".join(parts)
 
 
 def share_directions(total: int, losses: list[float]) -> list[int]:

@@ -76,3 +76,19 @@ def test_round_trips_are_counted_and_the_error_queue_is_empty(device):
     assert stats["link_frames_received"] > 0 and stats["link_rtt_p99_ms"] > 0
     assert stats["link_timeouts"] == 0 and stats["link_resends"] == 0
     assert device.errors() == []
+
+
+def test_a_bias_pair_moves_only_the_biases_by_eps(device):
+    """A bias-only perturbation (distribution 3, or the host's fallback) equals writing bias +- eps."""
+    g = torch.Generator().manual_seed(5)
+    params = _params_inside(device, g, scale=0.5)
+    x = torch.rand(8, device.info().layers[0].inputs, generator=g)
+    spec = device.info().layers[0]
+    eps = 0.25  # a whole number of cells on any fixed-point bias
+    plus, minus = device.perturbed_pairs(0, params[0], x, Perturbation((0,), eps, "bias"))
+    spread = device.forward(params, x)[0].abs().max().item() + 1e-6
+    for sign, got in ((1, plus[0]), (-1, minus[0])):
+        moved = [{**params[0], "bias": params[0]["bias"] + sign * eps}, *params[1:]]
+        want = device.forward(moved, x)[0]
+        assert (got - want).abs().max().item() <= 0.05 * spread  # read noise only
+    assert (plus - minus).abs().max().item() > 0 and spec.has_bias

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from devices import LayerSpec, ParamSpec, Perturbation
 from devices.codec import HEADER
 from devices.directions import directions, words
 from devices.messages import MessageType, Status
@@ -36,8 +37,16 @@ def test_word_test_vectors():
 
 def test_distribution_test_vectors():
     rows = _rows("| seed | distribution |")
-    assert len(rows) == 4
+    assert len(rows) == 5
     for seed, distribution, size, first in rows:
+        if distribution == "bias":  # a dense layer of 3 inputs: its chunk is a weight row, then the bias
+            spec = LayerSpec(kind="dense", inputs=3, outputs=2, activation="relu", params=(
+                ParamSpec(name="weight", shape=(2, 3), low=-1, high=1),
+                ParamSpec(name="bias", shape=(2,), low=-1, high=1)))
+            v = Perturbation((0,), 1.0, "bias").vectors(spec).flatten()
+            assert size.startswith(f"{spec.chunk_size()} (dense, 3 inputs)")
+            assert v.tolist() == [float(e) for e in first.split(",")[:8]]
+            continue
         v = directions([int(seed, 16)], 1, int(size), distribution, dtype=torch.float64)[0, 0]
         if distribution == "rademacher":
             assert "".join("+" if e > 0 else "-" for e in v.tolist()) == first

@@ -2,6 +2,7 @@
 
 import queue
 import threading
+from functools import partial
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ from devices import DeviceConfigError, DeviceURLError, LinkError, open_device
 from devices.messages import SET_PARAMS_HEAD, MessageType, pack_values
 from devices.serial_device import SerialDevice
 from hil.config import build_config
+from hil.estimator import estimate_activity
+from hil.model import MonoForward
 from hil.runs import RunFolder
 from hil.trainer import Trainer
 from simulators.emulator import Faults, Firmware
@@ -20,18 +23,63 @@ from tests.conftest import CNN_SIM, start_emulator, train_through
 SIM = "sim://crossbar?preset=rram&layers=64,24,10&seed=5"
 
 
+@pytest.mark.parametrize("estimator", ["activity", "weight"])
 @pytest.mark.parametrize("sim", [SIM, CNN_SIM], ids=["mlp", "cnn"])
-def test_training_through_the_pty_equals_training_in_process(tmp_path, sim):
-    local, local_summary = train_through(tmp_path, "local", sim)
+def test_training_through_the_pty_equals_training_in_process(tmp_path, sim, estimator):
+    local, local_summary = train_through(tmp_path, "local", sim, estimator=estimator)
     server = start_emulator(sim)
     try:
-        remote, remote_summary = train_through(tmp_path, "remote", f"serial://{server.port}")
+        remote, remote_summary = train_through(tmp_path, "remote", f"serial://{server.port}", estimator=estimator)
     finally:
         server.stop()
     for a, b in zip(local.model.tensors(), remote.model.tensors()):
         assert torch.equal(a, b)
     assert remote_summary["test_accuracy"] == local_summary["test_accuracy"] > 0.5
     assert remote_summary["device_queries"] == local_summary["device_queries"]
+    assert remote.rule.estimators == [estimator] * len(remote.rule.estimators)
+
+
+def test_a_firmware_without_bias_perturbations_trains_through_the_fallback(tmp_path, caplog):
+    """Bias arrays written at base +- eps, each measured at eps 0: the same numbers, a little more traffic."""
+    ideal = "sim://crossbar?layers=64,24,10"
+    local, local_summary = train_through(tmp_path, "local", ideal)
+    server = start_emulator(ideal, bias_perturbation=False)
+    try:
+        with caplog.at_level("WARNING", logger="devices.bench"):
+            remote, remote_summary = train_through(tmp_path, "remote", f"serial://{server.port}")
+    finally:
+        server.stop()
+    assert not remote.info.capabilities.bias_perturbation
+    assert "has no bias perturbations" in caplog.text and "bias written" in remote.rule.summary()
+    for a, b in zip(local.model.tensors(), remote.model.tensors()):
+        assert torch.equal(a, b)
+    assert remote_summary["device_queries"] == local_summary["device_queries"]
+
+
+def test_the_fallback_sends_no_bias_outside_its_bounds(tmp_path):
+    """A bias at its bound moves only inward: what the host writes stays in bounds, and the estimate
+    matches the in-process device's, which clips the same way."""
+    ideal = "sim://crossbar?layers=64,24,10"
+    server = start_emulator(ideal, bias_perturbation=False)
+    try:
+        remote = open_device(f"serial://{server.port}")
+        local = open_sim(ideal)
+        model = MonoForward.initialise(local.info(), 10, 0)
+        with torch.no_grad():
+            model.params[0]["bias"][:2] = torch.tensor([1.0, -1.0])
+        x, y = torch.rand(16, 64, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
+        estimates = []
+        for device in (local, remote):
+            acts = device.forward(model.device_params(), x)
+            with torch.no_grad():
+                estimates.append(estimate_activity(device, 0, device.info().layers[0], model.device_params()[0], x,
+                                                   acts[0], model.objective(0), y, 0.05, partial(model.features, 0)))
+        assert remote.errors() == []  # the firmware refused nothing: every value it got was in bounds
+        remote.close()
+    finally:
+        server.stop()
+    for name in ("weight", "bias"):
+        assert torch.equal(estimates[0][name], estimates[1][name])
 
 
 def test_a_bad_link_and_an_unplug_lose_nothing(tmp_path):

@@ -48,11 +48,14 @@ def test_the_driver_refuses_other_instruments(host, message):
         VisaDevice(_yaml_url(host))
 
 
+@pytest.mark.parametrize("estimator", ["activity", "weight"])
 @pytest.mark.parametrize("sim", [SIM, CNN_SIM], ids=["mlp", "cnn"])
-def test_training_over_visa_equals_training_in_process(tmp_path, sim):
-    local, local_summary = train_through(tmp_path, "local", sim)
+def test_training_over_visa_equals_training_in_process(tmp_path, sim, estimator):
+    local, local_summary = train_through(tmp_path, "local", sim, estimator=estimator)
     port, _ = _serve(sim)
-    remote, remote_summary = train_through(tmp_path, "visa", f"visa://TCPIP0::127.0.0.1::{port}::SOCKET")
+    remote, remote_summary = train_through(tmp_path, "visa", f"visa://TCPIP0::127.0.0.1::{port}::SOCKET",
+                                           estimator=estimator)
+    assert remote.info.capabilities.bias_perturbation  # read from the INFO block: SCPI has no HELLO
     for a, b in zip(local.model.tensors(), remote.model.tensors()):
         assert torch.equal(a, b)
     assert remote_summary["test_accuracy"] == local_summary["test_accuracy"] > 0.5

@@ -19,7 +19,8 @@ def test_console_script_trains_and_prints_json_last(tmp_path):
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert REQUIRED <= summary.keys()
-    assert summary["rule"] == "mf-dd" and summary["queries_per_step"] == 18
+    assert summary["rule"] == "mf-dd" and summary["estimators"] == ["activity", "activity"]
+    assert summary["queries_per_step"] == 6  # a base forward and a bias pair per layer
     assert "queries per layer per step" in proc.stderr
 
 

@@ -1,12 +1,17 @@
 import math
+from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from devices import Perturbation, open_device
 from devices.directions import directions
 from hil.estimator import (
+    bias_travel,
     chunk_losses,
     combine,
+    estimate_activity,
     estimate_layer,
     estimate_projection,
     exact_projection_grad,
@@ -14,6 +19,7 @@ from hil.estimator import (
     series_order,
 )
 from hil.goodness import PrototypeObjective, SoftmaxObjective, simplex_prototypes
+from hil.model import MonoForward
 from simulators import CrossbarOptions, SimulatedCrossbar
 
 
@@ -194,3 +200,128 @@ def test_chunk_losses_equal_cross_entropy_of_the_shifted_goodness_even_when_huge
                                          for k in range(3)]) for s in range(2)])
         assert torch.isfinite(got).all()
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------- activity space
+
+
+def _activity_setup(activation: str, conv: str = "", goodness: str = "softmax", seed: int = 0):
+    """A device and model whose pre-activations sit at least 0.3 from every kink.
+
+    Biases of +-0.5 with small weights keep every relu unit on one side of 0 and every hardtanh
+    unit inside (-1, 1), so a finite difference is exact up to O(eps^2) there; and each pooling
+    window shares one slope, where the per-window conv estimate is exact. A prototype margin of
+    2.5 exceeds any gap of two cosines, so every hinge is active: the loss has no kink either.
+    """
+    url_conv = f"&conv={conv}" if conv else ""
+    device = open_device(f"sim://crossbar?layers=16,6,5&activation={activation}{url_conv}")
+    info = device.info()
+    model = MonoForward.initialise(info, 4, seed, features=3, goodness=goodness, margin=2.5)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.params:
+            layer["weight"].uniform_(-0.1, 0.1, generator=gen)
+            sign = torch.randint(0, 2, layer["bias"].shape, generator=gen) * 2 - 1
+            layer["bias"].copy_(0.5 * sign)
+    x = torch.rand(24, 16, generator=gen)
+    y = torch.randint(0, 4, (24,), generator=gen)
+    return device, model, x, y
+
+
+def _autograd_local(device, model, layer, x, y):
+    leaf = {k: v.detach().clone().requires_grad_() for k, v in model.params[layer].items()}
+    model.layer_loss(layer, device.differentiable_layer(layer, leaf, x), y).backward()
+    return {k: v.grad for k, v in leaf.items()}
+
+
+def _activity(device, model, layer, inputs, acts, y, eps):
+    spec = device.info().layers[layer]
+    with torch.no_grad():
+        return estimate_activity(device, layer, spec, model.device_params()[layer], inputs[layer], acts[layer],
+                                 model.objective(layer), y, eps, partial(model.features, layer),
+                                 model.readout(layer))
+
+
+EXACT_CASES = [(activation, conv, goodness) for activation in ("relu", "tanh", "hardtanh")
+               for conv in ("", "3c3", "3c3p2,4c3") for goodness in ("softmax", "prototype")
+               # tanh's slope varies across a pooling window: see the approximation test below
+               if not (activation == "tanh" and "p2" in conv)]
+
+
+@pytest.mark.parametrize("activation, conv, goodness", EXACT_CASES)
+def test_activity_estimate_equals_autograd_of_the_local_loss(activation, conv, goodness):
+    device, model, x, y = _activity_setup(activation, conv, goodness)
+    acts = device.forward(model.device_params(), x)
+    inputs = [x, *acts[:-1]]
+    for layer in range(len(acts)):
+        est = _activity(device, model, layer, inputs, acts, y, 1e-3)
+        want = _autograd_local(device, model, layer, inputs[layer], y)
+        for name in ("weight", "bias"):
+            err = (est[name] - want[name]).norm() / want[name].norm()
+            assert err < 1e-3, (layer, name, err.item())
+
+
+def test_a_pooled_conv_estimate_is_close_where_slopes_vary_in_a_window():
+    """Per-window derivatives on each window's mean patch: not exact, still close (see README)."""
+    device = open_device("sim://crossbar?layers=64,6&conv=4c3p2&activation=tanh")
+    model = MonoForward.initialise(device.info(), 4, 0, features=3)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.rand(64, 64, generator=gen), torch.randint(0, 4, (64,), generator=gen)
+    acts = device.forward(model.device_params(), x)
+    est = _activity(device, model, 0, [x], acts, y, 1e-2)
+    want = _autograd_local(device, model, 0, x, y)
+    assert F.cosine_similarity(est["weight"].flatten(), want["weight"].flatten(), dim=0) > 0.98
+    assert (est["bias"] - want["bias"]).norm() / want["bias"].norm() < 1e-3  # a channel's bias sums its windows
+
+
+@pytest.mark.parametrize("goodness", ["softmax", "prototype"])
+@pytest.mark.parametrize("conv", ["", "3c3p2"], ids=["MLP", "CNN"])
+def test_per_sample_splicing_equals_perturbing_one_bias_at_a_time(goodness, conv):
+    """Each sample's spliced loss change equals the change with only that chunk's bias moved.
+
+    A dense chunk is one output, so the two are the same number; a conv chunk (a channel) owns a
+    pooled map, whose outputs' spliced changes add up to the channel's to second order.
+    """
+    device, model, x, y = _activity_setup("tanh", conv, goodness)
+    acts = device.forward(model.device_params(), x)
+    spec, params = device.info().layers[0], model.device_params()[0]
+    objective = _float64(model.objective(0))
+    base = model.features(0, acts[0]).double()
+    base_losses = _per_sample_loss(objective, base, y)
+    plus, minus = device.perturbed_pairs(0, params, x, Perturbation((0,), 1e-2, "bias"))
+    with torch.no_grad():
+        changes = model.objective(0).unit_changes(model.features(0, acts[0]), torch.cat([plus, minus]) - acts[0],
+                                                  model.readout(0), y).double()
+    per_chunk = changes.reshape(2, len(y), spec.n_chunks(), spec.chunk_outputs()).sum(-1)
+    tolerance = 1e-7 if spec.chunk_outputs() == 1 else 1e-4  # changes are ~1e-3
+    for k in range(spec.n_chunks()):
+        one = device.perturbed_pairs(0, params, x, Perturbation((0,), 1e-2, "bias", chunk=k))
+        for sign in (0, 1):
+            alone = _per_sample_loss(objective, model.features(0, one[sign][0]).double(), y) - base_losses
+            assert (per_chunk[sign, :, k] - alone).abs().max() < tolerance
+
+
+def _float64(objective):
+    if isinstance(objective, SoftmaxObjective):
+        return SoftmaxObjective(objective.projection.detach().double())
+    return PrototypeObjective(objective.prototypes.double(), objective.margin)
+
+
+def _per_sample_loss(objective, feat, y):
+    goodness = objective.goodness(feat)
+    if isinstance(objective, SoftmaxObjective):
+        return F.cross_entropy(goodness, y, reduction="none")
+    return objective._hinge(goodness, y)
+
+
+def test_a_bias_at_its_bound_is_measured_one_sided_and_never_sent_outside():
+    device, model, x, y = _activity_setup("tanh")
+    with torch.no_grad():
+        model.params[0]["bias"][:3] = torch.tensor([1.0, -1.0, 0.995])
+    spec, params = device.info().layers[0], model.device_params()[0]
+    assert bias_travel(spec, params, 1e-2)[:4].tolist() == pytest.approx([1e-2, 1e-2, 1.5e-2, 2e-2])
+    acts = device.forward(model.device_params(), x)
+    est = _activity(device, model, 0, [x], acts, y, 1e-2)
+    want = _autograd_local(device, model, 0, x, y)
+    for name in ("weight", "bias"):
+        assert (est[name] - want[name]).norm() / want[name].norm() < 2e-2  # one-sided: O(eps)

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from hil.cli import main
+from hil.experiments import config_key
 
 
 def _run(tmp_path, experiment, *extra, name=None):
@@ -17,17 +18,33 @@ def _run(tmp_path, experiment, *extra, name=None):
     return json.loads((tmp_path / f"{name}.json").read_text()), (tmp_path / f"{name}.md").read_text()
 
 
-def test_rq1_smoke_tabulates_three_rules_for_mlp_and_cnn(tmp_path):
+def test_rq1_smoke_tabulates_four_methods_for_mlp_and_cnn(tmp_path):
     payload, table = _run(tmp_path, "rq1")
-    groups = {(g["net"], g["rule"]): g for g in payload["groups"]}
-    assert set(groups) == {(net, rule) for net in ("MLP", "CNN") for rule in ("bp", "mf-ad", "mf-dd")}
+    groups = {(g["net"], g["method"]): g for g in payload["groups"]}
+    assert set(groups) == {(net, m) for net in ("MLP", "CNN") for m in ("bp", "mf-ad", "weight", "activity")}
     assert all(len(g["runs"]) == 2 and g["test_accuracy"]["n"] == 2 for g in groups.values())
-    assert [r["config"]["seed"] for r in groups["CNN", "mf-dd"]["runs"]] == [0, 1]
-    assert groups["CNN", "mf-dd"]["runs"][0]["summary"]["device"].endswith("layers=64&conv=8c3p2,16c3")
-    assert groups["MLP", "mf-dd"]["queries_per_step"] == 1 + 2 * 4
+    assert [r["config"]["seed"] for r in groups["CNN", "activity"]["runs"]] == [0, 1]
+    assert groups["CNN", "activity"]["runs"][0]["summary"]["device"].endswith("layers=64&conv=8c3p2,16c3")
+    assert groups["MLP", "weight"]["queries_per_step"] == 1 + 2 * 4  # one hidden layer
+    assert groups["MLP", "activity"]["queries_per_step"] == 3 and groups["CNN", "activity"]["queries_per_step"] == 6
     assert all(g["test_accuracy"]["mean"] > 0.8 for g in groups.values())
-    assert "| digits | CNN |" in table and "+-" in table
-    assert "from bp 0.01, mf-ad 0.01, mf-dd 0.01," in table  # the smoke version trains every rule at 1e-2
+    assert all(0 < r["summary"]["validation_accuracy"] <= 1 for g in groups.values() for r in g["runs"])
+    assert "| digits | CNN |" in table and "+-" in table and "MF+DD activity" in table
+    assert "from bp 0.01, mf-ad 0.01, weight 0.01, activity 0.01 (not chosen" in table  # smoke: every method at 1e-2
+    assert "0.1 of the training set held out for validation" in table
+
+
+def test_rq1_chooses_each_methods_rate_on_validation(tmp_path):
+    payload, table = _run(tmp_path, "rq1", "--nets", "MLP", "--methods", "mf-ad,activity", "--lrs", "0.001,0.03",
+                          name="rq1_rates")
+    assert {g["method"] for g in payload["groups"]} == {"mf-ad", "activity"}
+    for method in ("mf-ad", "activity"):
+        tried = [g for g in payload["groups"] if g["method"] == method]
+        assert sorted(g["lr"] for g in tried) == [0.001, 0.03] and sum(g["best_lr"] for g in tried) == 1
+        chosen = next(g for g in tried if g["best_lr"])
+        assert chosen["validation_accuracy"]["mean"] == max(g["validation_accuracy"]["mean"] for g in tried)
+        assert f"lr {chosen['lr']:g}" in table
+    assert "best mean validation accuracy" in table and "MF+DD weight" not in table
 
 
 def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
@@ -36,7 +53,8 @@ def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_pa
     assert set(cells) == {(p, c) for p in (1, 2, 4, 8) for c in ("mean", "projection")}
     for (p, _), g in cells.items():
         assert g["queries_per_step"] == 1 + 2 * p
-        assert all(len(r["history"]) == 3 and r["history"][-1]["test_loss"] > 0 for r in g["runs"])
+        assert all(len(r["history"]) == 3 and r["history"][-1]["val_loss"] > 0 for r in g["runs"])
+        assert all(r["config"]["estimator"] == "weight" for r in g["runs"])  # the poster's question
     assert "| 8 | projection |" in table
     assert all(r["config"]["hidden"] == [24] for g in cells.values() for r in g["runs"]) and "MLP [24]" in table
 
@@ -58,8 +76,8 @@ def test_mdfa_learning_rate_sweep_reports_each_rule_at_its_best_rate(tmp_path):
             tried = [g for g in payload["groups"] if (g["task"], g["rule"]) == (task, rule)]
             assert sorted(g["lr"] for g in tried) == [0.01, 0.05]
             assert all(r["config"]["lr"] == g["lr"] for g in tried for r in g["runs"])
-            (best,) = [g for g in tried if g["best_lr"]]
-            assert best["test_accuracy"]["mean"] == max(g["test_accuracy"]["mean"] for g in tried)
+            (best,) = [g for g in tried if g["best_lr"]]  # chosen on validation, never on test
+            assert best["validation_accuracy"]["mean"] == max(g["validation_accuracy"]["mean"] for g in tried)
             assert f"{_pm_text(best)} (lr {best['lr']:g})" in table
     assert "best Adam learning rate of 0.01, 0.05" in table
 
@@ -84,12 +102,12 @@ def test_jobs_train_alike_and_reuse_adds_seeds_to_earlier_results(tmp_path):
     assert _summaries(more) == _summaries(pool)
     runs = [r for g in more["groups"] for r in g["runs"]]
     reused = [r for r in runs if "reused_from" in r]
-    assert [r["config"]["seed"] for r in reused] == [0, 0, 0]
+    assert [r["config"]["seed"] for r in reused] == [0, 0, 0, 0]
     assert all(r["reused_from"]["file"] == str(earlier) for r in reused)
     # a reused run is the earlier one, timings and all, not trained again
     assert [r["wall_seconds"] for r in reused] == [r["wall_seconds"] for g in one["groups"] for r in g["runs"]]
     assert more["environment"]["jobs"] == 2
-    assert f"3 of the 6 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
+    assert f"4 of the 8 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
 
 
 def test_a_results_file_grown_in_place_keeps_what_trained_each_run(tmp_path, monkeypatch):
@@ -104,7 +122,7 @@ def test_a_results_file_grown_in_place_keeps_what_trained_each_run(tmp_path, mon
     bench(*common, "--seeds", "2", "--reuse", str(grown))
     note = (tmp_path / "rq1_smoke.md").read_text()
     # seed 0 by the first command, seed 1 by the second; nothing is credited to the third
-    assert note.count(f"3 of the 6 runs are reused from `{grown}`") == 2
+    assert note.count(f"4 of the 8 runs are reused from `{grown}`") == 2
     assert f"produced by `hil {' '.join(common)} --seeds 1`" in note
     assert f"produced by `hil {' '.join(common)} --seeds 2 --reuse {grown}`" in note
 
@@ -114,8 +132,10 @@ def test_bench_refuses_bad_arguments(capsys, tmp_path):
     assert "--seeds" in capsys.readouterr().err
     assert main(["bench", "rq1", "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
-    assert main(["bench", "rq1", "--lrs", "0.01,0.1"]) == 2
-    assert "--lrs applies to mdfa only" in capsys.readouterr().err
+    assert main(["bench", "rq2", "--lrs", "0.01,0.1"]) == 2
+    assert "--lrs applies to rq1 and mdfa" in capsys.readouterr().err
+    assert main(["bench", "rq1", "--methods", "weight,sgd"]) == 2
+    assert "--methods" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "mdfa", "--lrs", "0.01,-1"])
     assert "must be positive" in capsys.readouterr().err
@@ -125,3 +145,22 @@ def test_bench_refuses_bad_arguments(capsys, tmp_path):
     assert "is not a results file of hil bench" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "rq9"])
+
+
+def test_runs_stored_before_the_estimator_and_validation_fields_are_not_taken_for_new_ones(tmp_path):
+    """An old run trained weight-space mf-dd on the whole training set: it matches only a config that says so."""
+    from hil.experiments import Runner, finished_runs
+
+    common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--methods", "activity", "--epochs", "1", "--threads", "1"]
+    assert main([*common, "--seeds", "1", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "rq1_smoke.json"
+    payload = json.loads(path.read_text())
+    for group in payload["groups"]:
+        for run in group["runs"]:
+            del run["config"]["estimator"], run["config"]["validation"]
+    path.write_text(json.dumps(payload))
+    (old,) = finished_runs(path).values()
+    asked = {**old["config"], "estimator": "activity", "validation": 0.1}
+    runner = Runner(reuse=[path])
+    assert config_key(asked) not in runner.finished
+    assert config_key({**old["config"], "estimator": "weight", "validation": 0.0}) in runner.finished

@@ -26,11 +26,11 @@ def test_too_few_directions_for_the_layers_are_refused():
 
 def test_a_loss_budget_keeps_the_total_and_moves_directions_to_the_worse_layer(tmp_path):
     config = build_config({"run_dir": tmp_path / "run", "epochs": 1, "hidden": [32, 8], "directions": 3,
-                           "budget": "loss", "batch_size": 64})
+                           "budget": "loss", "batch_size": 64, "estimator": "weight"})
     trainer = Trainer(config, RunFolder.create(config), progress=False)
     summary = trainer.fit()
     assert summary["queries_per_step"] == 2 + 2 * 6
     losses = trainer.rule.running_loss
     assert sum(summary["directions_by_layer"]) == 6 and summary["directions_by_layer"] == share_directions(6, losses)
     assert summary["directions_by_layer"][losses.index(max(losses))] >= 3
-    assert "6 shared by loss" in trainer.rule.summary()
+    assert "shared by loss, 6 in all" in trainer.rule.summary()

@@ -17,16 +17,26 @@ def _trainer(tmp_path, progress=False, **fields):
     return Trainer(config, run, progress=progress)
 
 
-def test_queries_per_step_are_one_plus_two_p_per_layer(tmp_path):
+def test_queries_per_step_are_one_plus_two_p_per_layer_in_weight_space(tmp_path):
     for p, hidden in ((1, [16]), (3, [16, 8])):
-        trainer = _trainer(tmp_path / f"p{p}", epochs=1, directions=p, hidden=hidden)
+        trainer = _trainer(tmp_path / f"p{p}", epochs=1, directions=p, hidden=hidden, estimator="weight")
         summary = trainer.fit()
         assert summary["queries_per_step"] == len(hidden) * (1 + 2 * p)
+        assert summary["queries_per_layer_step"] == [1 + 2 * p] * len(hidden)
+
+
+def test_the_activity_estimate_costs_three_queries_per_layer_whatever_p(tmp_path):
+    trainer = _trainer(tmp_path, epochs=1, directions=8, hidden=[16, 8])
+    summary = trainer.fit()
+    assert summary["estimator"] == "auto" and summary["estimators"] == ["activity", "activity"]
+    assert summary["queries_per_step"] == 2 * 3 and summary["queries_per_layer_step"] == [3, 3]
+    assert summary["directions_by_layer"] == [None, None]
+    assert "layer 1: activity (bias pair" in trainer.rule.summary()
 
 
 def test_a_direction_budget_per_layer_sets_each_layers_queries(tmp_path):
-    trainer = _trainer(tmp_path, epochs=1, directions=[3, 1], hidden=[16, 8])
-    assert "P=3,1" in trainer.rule.summary() and "layer 1: 3 (1 + 2P" in trainer.rule.summary()
+    trainer = _trainer(tmp_path, epochs=1, directions=[3, 1], hidden=[16, 8], estimator="weight")
+    assert "P=3," in trainer.rule.summary() and "P=1," in trainer.rule.summary()
     assert trainer.fit()["queries_per_step"] == (1 + 2 * 3) + (1 + 2 * 1)
 
 
@@ -161,11 +171,24 @@ def test_resume_on_a_noisy_device_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_auto_eps_sits_above_the_noise_floors(tmp_path):
-    ideal = _trainer(tmp_path / "ideal", epochs=1)
-    assert ideal.rule.eps == pytest.approx(0.01) and ideal.calibration["loss_noise"] == 0
-    noisy = _trainer(tmp_path / "pcm", epochs=1, device="sim://crossbar?preset=pcm")
+    ideal = _trainer(tmp_path / "ideal", epochs=1, estimator="weight")
+    assert ideal.rule.eps == [pytest.approx(0.01)] and ideal.calibration["weight"]["noise"] == 0
+    noisy = _trainer(tmp_path / "pcm", epochs=1, device="sim://crossbar?preset=pcm", estimator="weight")
     write_noise = noisy.info.layers[0].params[0].write_noise
-    assert noisy.rule.eps >= 3 * write_noise > 0
-    assert noisy.calibration["loss_noise"] > 0
+    assert noisy.rule.eps[0] >= 3 * write_noise > 0
+    assert noisy.calibration["weight"]["noise"] > 0
     fixed = _trainer(tmp_path / "fixed", epochs=1, eps=0.05)
-    assert fixed.rule.eps == 0.05 and fixed.calibration is None
+    assert fixed.rule.eps == [0.05] and fixed.calibration is None
+
+
+def test_activity_eps_sits_above_the_read_noise(tmp_path):
+    ideal = _trainer(tmp_path / "ideal", epochs=1)
+    assert ideal.rule.eps == [pytest.approx(0.01)] and ideal.calibration["activity"]["noise"] == 0
+    found = {}
+    for noise in (0.2, 0.4):  # output noise on the column sums, well above rram's 0.04
+        noisy = _trainer(tmp_path / f"rram{noise}", epochs=1, device=f"sim://crossbar?preset=rram&output_noise={noise}")
+        found[noise] = noisy.calibration["activity"]
+        assert found[noise]["noise"] > 0 and noisy.rule.eps[0] == found[noise]["eps"] > 0.01
+        assert found[noise]["eps"] == pytest.approx(found[noise]["measured_floor"])
+    # the measured floor follows the read noise: twice the noise, about twice the step
+    assert 1.6 < found[0.4]["eps"] / found[0.2]["eps"] < 2.4

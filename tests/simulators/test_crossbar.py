@@ -71,3 +71,24 @@ def test_counters_count_queries_and_writes():
 def test_bad_urls_say_what_is_wrong(url, match):
     with pytest.raises(DeviceURLError, match=match):
         open_device(url)
+
+
+def test_a_bias_pair_moves_the_digital_bias_and_writes_nothing():
+    """The bias sits in the periphery: a bias pair reads the array as programmed, each query its own read."""
+    for preset in ("ideal", "pcm"):
+        device = open_device(f"sim://crossbar?layers=8,4&preset={preset}&seed=1")
+        gen = torch.Generator().manual_seed(0)
+        params = [{"weight": torch.rand(4, 8, generator=gen) - 0.5, "bias": torch.tensor([0.1, -0.2, 0.3, 1.0])}]
+        x = torch.rand(5, 8, generator=gen)
+        base = device.forward(params, x)[0]
+        writes, cells = device.counters.param_writes, device.counters.as_dict()["writes_per_cell"]
+        plus, minus = device.perturbed_pairs(0, params[0], x, Perturbation((0,), 0.05, "bias"))
+        assert device.counters.param_writes == writes and device.counters.as_dict()["writes_per_cell"] == cells
+        assert device.counters.queries == 1 + 2
+        if preset == "ideal":  # exact: the bias at +0.05, the one at its bound clipped to 1.0
+            up = params[0]["bias"].add(0.05).clamp(max=1.0) - params[0]["bias"]
+            moved = device.forward([{**params[0], "bias": params[0]["bias"] + up}], x)[0]
+            assert torch.equal(plus[0], moved)
+            assert torch.equal(device.perturbed_pairs(0, params[0], x, Perturbation((0,), 0.0))[0][0], base)
+        else:  # read noise differs query to query, the programmed array does not
+            assert 0 < (plus[0] - minus[0]).abs().mean() < 0.5

@@ -44,6 +44,17 @@ def test_rademacher_directions_agree_bit_for_bit_with_the_host(device):
     assert torch.equal(measured, expected)
 
 
+def test_bias_directions_agree_bit_for_bit_with_the_host(device):
+    """Distribution 3 moves the biases alone, by eps: capability bit 3 and INFO say so."""
+    spec = device.info().layers[0]
+    assert device.info().capabilities.bias_perturbation and device.hello.capabilities & 8
+    writes = device.status().param_writes
+    measured = _probe(device, "bias", 0.25, (0,))
+    assert torch.equal(measured, Perturbation((0,), 0.25, "bias").vectors(spec))
+    # the base weights are programmed once per upload, never per bias query (the probe uploads twice)
+    assert device.status().param_writes - writes <= 2
+
+
 @pytest.mark.parametrize("distribution", ["gaussian", "sphere"])
 def test_gaussian_directions_agree_to_the_cell_resolution(device, distribution):
     seeds = (7, 8)
