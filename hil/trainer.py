@@ -109,11 +109,12 @@ class Trainer:
         checkpoint = run.load_checkpoint()
         if checkpoint is not None:
             self._restore(checkpoint)
-            self.recorder.event("resumed", self._where())
+            self.recorder.event("resumed", {**self._where(), **self.rule.report()})
         else:
             self.calibration = self.rule.calibrate(self.data.x_train[:config.batch_size].to(config.torch_device),
                                                    self.data.y_train[:config.batch_size].to(config.torch_device))
-            self.recorder.event("started", {"rule": self.rule.summary(), "calibration": self.calibration})
+            self.recorder.event("started", {"rule": self.rule.summary(), **self.rule.report(),
+                                            "calibration": self.calibration})
         self.model.clip_(self.info, self.rule.margin())
         self.rule.constrain_()
 

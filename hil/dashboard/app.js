@@ -18,7 +18,8 @@ async function api(path, options = {}) {
 
 function resetSeries() {
   state.since = 0;
-  state.series = { loss: [], queries_per_second: [], test_accuracy_final_layer: [], test_accuracy_cumulative: [] };
+  state.series = { loss: [], queries_per_second: [], test_accuracy_final_layer: [], test_accuracy_cumulative: [],
+                   val_accuracy_cumulative: [] };
 }
 
 function draw(canvasId, lines, yRange) {
@@ -51,7 +52,8 @@ function redraw() {
   const s = state.series;
   draw("loss", [{ color: "#2b62d0", points: s.loss }]);
   draw("accuracy", [{ color: "#d0652b", points: s.test_accuracy_final_layer },
-                    { color: "#2b62d0", points: s.test_accuracy_cumulative }], [0, 1]);
+                    { color: "#2b62d0", points: s.test_accuracy_cumulative },
+                    { color: "#3a9a5b", points: s.val_accuracy_cumulative }], [0, 1]);
   draw("qps", [{ color: "#3a9a5b", points: s.queries_per_second }]);
 }
 
@@ -103,7 +105,7 @@ async function refreshRun() {
     if (id !== state.runId) return;
     for (const row of page.rows) {
       if (!state.series[row.name]) continue;
-      state.series[row.name].push([row.name.startsWith("test_") ? row.epoch : row.step, row.value]);
+      state.series[row.name].push([/^(test|val)_/.test(row.name) ? row.epoch : row.step, row.value]);
     }
     state.since = page.next;
     showRun(run);
@@ -120,6 +122,7 @@ function follow(id) {
   source.onmessage = () => {};
   const add = (e) => {
     const data = JSON.parse(e.data);
+    if (data.estimators) showEstimates(data);
     const li = document.createElement("li");
     li.textContent = `${new Date(data.time * 1000).toLocaleTimeString()} ${data.kind} ` +
       JSON.stringify(Object.fromEntries(Object.entries(data).filter(([k]) => k !== "kind" && k !== "time")));
@@ -132,7 +135,15 @@ function follow(id) {
   state.events = source;
 }
 
+function showEstimates(data) {
+  // how the rule estimates each layer's gradient, and what a step of that layer costs on the device
+  $("run-estimate").textContent = "gradient estimate per layer: " + data.estimators.map((kind, i) =>
+    `${i}: ${kind} (${data.queries_per_layer_step[i]} queries/step, eps ${Number(data.eps[i].toPrecision(3))})`)
+    .join(", ");
+}
+
 function select(id) {
+  $("run-estimate").textContent = "";
   state.runId = id;
   resetSeries();
   follow(id);

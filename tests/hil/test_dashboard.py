@@ -40,6 +40,10 @@ def test_dashboard_follows_a_live_run_and_its_stop_button_stops_it(tmp_path):
             seen = page.evaluate("state.series.loss.length")
             page.wait_for_function(f"state.series.loss.length > {seen}", timeout=30000)  # the curves keep updating
             assert "simulated crossbar" in page.text_content("#run-device")
+            # which estimate each layer uses and its cost, from the run's started event
+            assert page.text_content("#run-estimate") == ("gradient estimate per layer: 0: activity (3 queries/step, "
+                                                          "eps 0.01), 1: activity (3 queries/step, eps 0.01)")
+            assert page.evaluate("state.series.val_accuracy_cumulative.length") >= 2
             assert page.text_content("#health").count("queries") == 1
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
