@@ -182,7 +182,8 @@ def main() -> None:
             for row in layers:
                 cells = [f"{row[f'{k} weight']:.3f} / {row[f'{k} bias']:.3f}" if f"{k} weight" in row else "n/a"
                          for k in ("window", "pre-pool", "weight P=4")]
-                rows.append(f"| {pooling} | {stage} | {row['layer']} (pool {row['pool']}) | " + " | ".join(cells) + " |")
+                where = f"| {pooling} | {stage} | {row['layer']} (pool {row['pool']}) | "
+                rows.append(where + " | ".join(cells) + " |")
     table = ("Fashion-MNIST CNN " + CONV + ", ideal crossbar, batch 128, eps 0.01. Cosine to autograd's local "
              "gradient, weight / bias (`initial`: at initialisation; `trained`: after "
              f"{10 if args.quick else args.steps} mf-ad steps; pre-pool is emulated and for average pooling):\n\n"

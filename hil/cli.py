@@ -207,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--lrs", type=_rates, help="rq1 and mdfa: learning rates to train every method at, e.g. "
                        "0.003,0.01; the table reports each at its best mean validation accuracy (default: one "
                        "rate per method)")
+    bench.add_argument("--sweep-seeds", type=int, help="rq1: choose each method's rate among --lrs on the first "
+                       "N seeds only, then train the other seeds at the chosen rate (default: every seed, every rate)")
     bench.add_argument("--methods", help="rq1: comma-separated columns, of bp, mf-ad, weight and activity "
                        "(default: all four)")
     bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process "
@@ -220,8 +222,9 @@ def _parser() -> argparse.ArgumentParser:
 def _bench(args: argparse.Namespace) -> int:
     from hil.experiments import EXPERIMENTS, METHODS, NETS, Settings
 
-    if args.seeds < 1 or args.jobs < 1 or (args.epochs is not None and args.epochs < 1):
-        raise ConfigError("--seeds, --jobs and --epochs must be at least 1")
+    if args.seeds < 1 or args.jobs < 1 or (args.epochs is not None and args.epochs < 1) or (
+            args.sweep_seeds is not None and args.sweep_seeds < 1):
+        raise ConfigError("--seeds, --jobs, --epochs and --sweep-seeds must be at least 1")
     if args.lrs and args.experiment == "rq2":
         raise ConfigError("--lrs applies to rq1 and mdfa; rq2 compares P at one rate")
     methods = _names(args.methods) or list(METHODS)
@@ -238,7 +241,7 @@ def _bench(args: argparse.Namespace) -> int:
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
                         data_dir=args.data_dir, smoke=args.smoke, threads=threads, nets=nets,
                         hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse,
-                        lrs=args.lrs, methods=methods)
+                        lrs=args.lrs, methods=methods, sweep_seeds=args.sweep_seeds)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

@@ -75,6 +75,8 @@ class Settings:
     reuse: list[Path] = field(default_factory=list)
     lrs: list[float] | None = None
     methods: list[str] = field(default_factory=lambda: list(METHODS))
+    sweep_seeds: int | None = None
+    """rq1: choose each method's rate on the first this many seeds, train the others at the choice only."""
 
 
 # ---------------------------------------------------------------------------- running and writing
@@ -229,16 +231,17 @@ class Runner:
             self.pool.shutdown(cancel_futures=True)
 
 
-def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label: str) -> dict[str, Any]:
-    """Submit ``values`` once per seed; :func:`settle` waits for the runs and adds mean +- std."""
+def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label: str,
+               seeds: range | None = None) -> dict[str, Any]:
+    """Submit ``values`` once per seed (default: all of them); :func:`settle` waits and adds mean +- std."""
     return {"label": label, "runs": [
         runner.submit({**values, "seed": seed, "threads": settings.threads}, f"{label}, seed {seed}")
-        for seed in range(settings.seeds)]}
+        for seed in (range(settings.seeds) if seeds is None else seeds)]}
 
 
 def settle(group: dict[str, Any]) -> dict[str, Any]:
     """Replace a group's pending runs by their results and add their statistics."""
-    runs = group["runs"] = [future.result() for future in group["runs"]]
+    runs = group["runs"] = [r.result() if isinstance(r, Future) else r for r in group["runs"]]
     for key in ("test_accuracy", "test_accuracy_final_layer", "validation_accuracy"):
         found = [r["summary"].get(key) for r in runs]
         group[key] = _stats(found) if None not in found else None  # runs without a validation split have none
@@ -321,6 +324,7 @@ def rq1(settings: Settings) -> Path:
     """
     nets = {net: NETS[net]["smoke" if settings.smoke else "full"] for net in settings.nets}
     rates = {method: settings.lrs or [1e-2 if settings.smoke else RQ1_RATES[method]] for method in settings.methods}
+    sweep = range(min(settings.sweep_seeds or settings.seeds, settings.seeds))
     groups = []
     with Runner(settings.jobs, settings.reuse) as runner:
         for dataset in available_datasets(settings):
@@ -330,12 +334,18 @@ def rq1(settings: Settings) -> Path:
                         values = {**_training(settings, 20, lr), "lr": lr, **shape, **METHODS[method],
                                   "dataset": dataset, "data_dir": _data_dir(settings, dataset)}
                         label = f"{dataset} {net} {method}" + (f" lr {lr:g}" if len(rates[method]) > 1 else "")
-                        group = over_seeds(runner, settings, values, label)
-                        groups.append({**group, "dataset": dataset, "net": net, "method": method,
+                        group = over_seeds(runner, settings, values, label, sweep)
+                        groups.append({**group, "dataset": dataset, "net": net, "method": method, "values": values,
                                        "rule": METHODS[method]["rule"], "lr": values["lr"]})
         groups = [settle(g) for g in groups]
-    choose_rates(groups, ("dataset", "net", "method"))
-    best = [g for g in groups if g["best_lr"]]
+        choose_rates(groups, ("dataset", "net", "method"))
+        best = [g for g in groups if g["best_lr"]]
+        rest = range(len(sweep), settings.seeds)
+        for g in best:  # the seeds the sweep left out, at the rate it chose
+            g["runs"] += over_seeds(runner, settings, g.pop("values"), g["label"], rest)["runs"]
+        best = [settle(g) for g in best]
+    for g in groups:
+        g.pop("values", None)
     rows = []
     for dataset, net in dict.fromkeys((g["dataset"], g["net"]) for g in best):
         cells = {g["method"]: g for g in best if (g["dataset"], g["net"]) == (dataset, net)}
@@ -346,8 +356,9 @@ def rq1(settings: Settings) -> Path:
             + (f", lr {g['lr']:g}" if len(rates[method]) > 1 else "")
             for method, g in cells.items()) + f" | {' / '.join(map(str, poster)) if poster else 'n/a'} |")
     epochs = best[0]["runs"][0]["summary"]["epochs"]
+    chosen_on = "" if len(sweep) == settings.seeds else f" over seeds 0-{len(sweep) - 1}"
     how = (f"each at the Adam rate of {', '.join(f'{lr:g}' for lr in settings.lrs)} with the best mean validation "
-           "accuracy" if settings.lrs and len(settings.lrs) > 1 else
+           f"accuracy{chosen_on}" if settings.lrs and len(settings.lrs) > 1 else
            "Adam from " + ", ".join(f"{m} {rates[m][0]:g}" for m in settings.methods) + " (not chosen in this run)")
     table = (f"{settings.seeds} seeds, {epochs} epochs, cosine decay, {how}; ideal simulated crossbar; "
              f"{_split_note(best)}; mean +- std of test accuracy (cumulative for Mono-Forward; final layer mean in "

@@ -47,6 +47,16 @@ def test_rq1_chooses_each_methods_rate_on_validation(tmp_path):
     assert "best mean validation accuracy" in table and "MF+DD weight" not in table
 
 
+def test_rq1_can_choose_rates_on_the_first_seeds_and_train_the_rest_at_the_choice(tmp_path):
+    payload, table = _run(tmp_path, "rq1", "--nets", "MLP", "--methods", "activity", "--lrs", "0.001,0.03",
+                          "--seeds", "3", "--sweep-seeds", "1", name="rq1_sweep")
+    chosen, other = sorted(payload["groups"], key=lambda g: not g["best_lr"])
+    assert [r["config"]["seed"] for r in chosen["runs"]] == [0, 1, 2] and chosen["test_accuracy"]["n"] == 3
+    assert [r["config"]["seed"] for r in other["runs"]] == [0]
+    assert chosen["runs"][0]["summary"]["validation_accuracy"] >= other["runs"][0]["summary"]["validation_accuracy"]
+    assert "over seeds 0-0" in table
+
+
 def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_path):
     payload, table = _run(tmp_path, "rq2", "--hidden", "24", name="rq2_narrow")
     cells = {(g["directions"], g["combine"]): g for g in payload["groups"]}
