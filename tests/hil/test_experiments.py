@@ -159,8 +159,6 @@ def test_bench_refuses_bad_arguments(capsys, tmp_path):
 
 def test_runs_stored_before_the_estimator_and_validation_fields_are_not_taken_for_new_ones(tmp_path):
     """An old run trained weight-space mf-dd on the whole training set: it matches only a config that says so."""
-
-
     common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--methods", "activity", "--epochs", "1", "--threads", "1"]
     assert main([*common, "--seeds", "1", "--out", str(tmp_path)]) == 0
     path = tmp_path / "rq1_smoke.json"
