@@ -37,9 +37,10 @@ def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2,
 
 
 def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary",
-                   bias_perturbation: bool = True) -> PtyServer:
-    """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done)."""
-    return PtyServer(Firmware(open_sim(sim_url), bias_perturbation), faults, dialect=dialect).start()
+                   bias_perturbation: bool = True, layer_input_injection: bool = True) -> PtyServer:
+    """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done); False hides a capability."""
+    firmware = Firmware(open_sim(sim_url), bias_perturbation, layer_input_injection)
+    return PtyServer(firmware, faults, dialect=dialect).start()
 
 
 FIRMWARE_TOOLS = ("make", "arm-none-eabi-gcc", QEMU)
