@@ -19,7 +19,7 @@ from simulators.emulator import Firmware
 from simulators.registry import open_sim
 
 # tight link options keep each case to a few seconds; the bound asserted is far above that
-FAST = "timeout=0.2&retries=2&reconnects=1"
+FAST = "timeout=0.5&retries=2&reconnects=1"
 BOUND_SECONDS = 60
 
 
