@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from pydantic import ValidationError
 
-from devices.errors import DeviceConfigError, LinkError
+from devices.errors import CapabilityError, DeviceConfigError, LinkError
 from devices.info import DeviceInfo, LayerSpec
 from devices.interface import Counters, Device, LayerParams, Perturbation, check_layer_params, check_params
 from devices.messages import SIGN_MINUS, SIGN_PLUS, PerturbedForward, ProtocolError, unpack_values
@@ -38,6 +38,7 @@ class LinkStats:
     frames_sent: int = 0
     frames_received: int = 0
     resends: int = 0
+    probes: int = 0
     timeouts: int = 0
     crc_errors: int = 0
     reconnects: int = 0
@@ -151,6 +152,21 @@ class BenchDevice(Device):
             pieces.append(values.to(x.device).reshape(len(part), spec.outputs))
         self._counters.queries += 1
         return torch.cat(pieces)
+
+    def _require_capabilities(self) -> None:
+        """Refuse, once and at connect, a device without a capability training needs (bits 0 and 1)."""
+        info = self.info()
+        missing = []
+        if not info.capabilities.seeded_perturbations:
+            missing.append("bit 0 (seeded perturbations: PERTURBED_FORWARD generates each direction from its "
+                           "seed, firmware_protocol.md section 6)")
+        if len(info.layers) > 1 and not info.capabilities.layer_input_injection:
+            missing.append("bit 1 (layer input injection: SET_INPUT and PERTURBED_FORWARD for the layers above 0, "
+                           "which every training step uses)")
+        if missing:
+            raise CapabilityError(f"{self.url}: the device lacks capability {' and '.join(missing)}; hil cannot "
+                                  "train it: update its firmware to one that provides it (bit 3, bias "
+                                  "perturbations, is optional)")
 
     def _describe(self, payload: bytes, what: str) -> DeviceInfo:
         """Parse the device's INFO JSON; a malformed one is a protocol error naming ``what``."""

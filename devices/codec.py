@@ -47,6 +47,12 @@ def encode_frame(frame: Frame) -> bytes:
     return cobs.encode(body + CRC.pack(zlib.crc32(body))) + DELIMITER
 
 
+def wire_size(payload: int) -> int:
+    """The most bytes a frame with ``payload`` payload bytes takes on the wire, delimiter included."""
+    body = HEADER.size + payload + CRC.size
+    return body + body // 254 + 2
+
+
 def decode_frame(packet: bytes) -> Frame:
     """Decode one frame's bytes (without the delimiter); :class:`CodecError` if it is damaged."""
     try:
@@ -70,7 +76,8 @@ class FrameDecoder:
     """Splits a byte stream into frames, dropping damaged ones and resyncing at each 0x00.
 
     ``max_frame`` bounds the bytes buffered while waiting for a delimiter: a longer run is
-    garbage and is dropped up to the next delimiter.
+    garbage, counted as rejected as soon as it passes the bound, and dropped up to the next
+    delimiter, so a sender that never sends one cannot grow the buffer.
     """
 
     def __init__(self, max_frame: int = 1 << 31) -> None:
@@ -79,6 +86,11 @@ class FrameDecoder:
         self.frames = 0
         self._buffer = bytearray()
         self._overflowed = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a frame in progress (received since the last delimiter, not yet dropped)."""
+        return len(self._buffer)
 
     def reset(self) -> None:
         """Forget a half-received frame (the stream was cut); the counts stay."""
@@ -92,8 +104,9 @@ class FrameDecoder:
         while (end := data.find(DELIMITER, start)) >= 0:
             packet = bytes(self._buffer + data[start:end]) if self._buffer else data[start:end]
             self._buffer.clear()
-            if self._overflowed:
+            if self._overflowed:  # the end of an overlong run, counted when it passed the bound
                 self._overflowed = False
+            elif len(packet) > self.max_frame:
                 self.rejected += 1
             elif packet:
                 try:
@@ -106,5 +119,6 @@ class FrameDecoder:
             self._buffer += data[start:]
             if len(self._buffer) > self.max_frame:
                 self._overflowed = True
+                self.rejected += 1
                 self._buffer.clear()
         return out

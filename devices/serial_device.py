@@ -7,15 +7,26 @@ URL forms::
     serial://2E8A:000A/E6614C311B4A2F2B     ... and this serial number
     socket://localhost:5555                 pyserial's TCP transport (also rfc2217://, hwgrep://, loop://)
 
-Options (URL query): ``baud``, ``timeout`` (seconds of silence before a resend; default from the
-device's HELLO), ``retries`` (resends per request before the link counts as lost, 5),
-``reconnects`` (reopen attempts after an unplug, 10), ``pipeline`` (1: up to the device's
-max_in_flight requests in flight; 0: one at a time).
+Options (URL query): ``baud`` (also the slowest rate at which the host waits for a reply's bytes),
+``timeout`` (seconds of silence before a resend; default the device's ``response_ms`` + 0.25 s),
+``retries`` (resends per request before the link counts as lost, 5), ``reconnects`` (reopen
+attempts after an unplug, 10), ``pipeline`` (1: up to the device's max_in_flight requests in
+flight; 0: one at a time).
+
+Timing (``firmware_protocol.md`` section 3): a lost frame is noticed when a reply to something sent
+later arrives first; when the link goes quiet for twice the device's smoothed response time (at
+least 10 ms), the host sends a PING as a loss probe, whose reply overtaking a missing one proves the
+loss within a round trip. ``timeout`` of
+silence, or a reply overdue by ``timeout`` plus the time its largest size takes at ``baud``
+whatever bytes arrive meanwhile (a babbling device), also resends. The receive buffer holds at most
+the largest reply the requests in flight can get.
 """
 
+import collections
 import logging
 import select
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import serial
@@ -23,10 +34,11 @@ import serial.tools.list_ports
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.bench import BenchDevice, InputWrite, ParamWrite
-from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame
+from devices.codec import REPLY_BIT, Frame, FrameDecoder, encode_frame, wire_size
 from devices.errors import CapabilityError, DeviceConfigError, DeviceURLError, LinkError
 from devices.messages import (
     CAP_BIAS,
+    CAP_INJECTION,
     CAP_SEEDED,
     HELLO_REQUEST,
     SET_INPUT_HEAD,
@@ -44,8 +56,12 @@ from devices.registry import parse_options
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.005
 READ_CHUNK = 1 << 20
+PROBE_FLOOR = 0.01  # seconds: the shortest quiet spell after which a loss probe goes out
+SMALL_REPLY = 1 << 12  # largest HELLO, STATUS, ERROR or unknown-type reply payload the host accepts
+INFO_REPLY = 1 << 20  # largest INFO reply payload the host accepts
+EMPTY_REPLIES = {MessageType.SET_PARAMS, MessageType.SET_INPUT, MessageType.RESET}
 PYSERIAL_SCHEMES = ("socket", "rfc2217", "hwgrep", "loop")
 CONFIG_STATUSES = {Status.BAD_LAYER, Status.BAD_PARAM, Status.OUT_OF_RANGE, Status.OUT_OF_BOUNDS,
                    Status.BATCH_TOO_LARGE, Status.BAD_LENGTH}
@@ -67,6 +83,41 @@ class _LinkLost(Exception):
     """The port vanished or stopped answering; the exchange restarts after a reconnect."""
 
 
+class RoundTrips:
+    """The device's smoothed response time (RFC 6298's SRTT), measured on replies to requests sent
+    once (Karn's rule), and the quiet spell after which a loss probe goes out: twice that, as TCP's
+    tail loss probe waits (RFC 8985)."""
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+
+    def sample(self, seconds: float) -> None:
+        """Take one response time: from the request (or the reply before it) to its reply's first byte."""
+        self.srtt = seconds if self.srtt is None else self.srtt + 0.125 * (seconds - self.srtt)
+
+    def probe_timeout(self, floor: float, ceiling: float) -> float:
+        """``2 srtt`` within ``[floor, ceiling]``; the ceiling before any sample."""
+        return ceiling if self.srtt is None else min(ceiling, max(floor, 2 * self.srtt))
+
+
+@dataclass
+class _Request:
+    """One request of an exchange: its frame, the largest reply it may get, and its fate."""
+
+    frame: Frame
+    wire: bytes
+    limit: int
+    first_seq: int = -1
+    last_seq: int = -1
+    sent_at: float = 0.0
+    attempts: int = 0
+    reply: Frame | None = None
+
+
+def _name(kind: int) -> str:
+    return MessageType(kind).name if kind in MessageType._value2member_map_ else f"type 0x{kind:02X}"
+
+
 def find_usb_port(vid: int, pid: int, serial_number: str | None = None) -> str:
     """The path of the first serial port with this USB VID:PID (and serial number)."""
     for port in serial.tools.list_ports.comports():
@@ -85,22 +136,30 @@ class SerialDevice(BenchDevice):
         super().__init__(url)
         self.options = parse_options(url, SerialOptions)
         self._next_id = 0
+        self._seq = 0  # counts transmissions, so replies tell what was sent before what
         self._fd: int | None = None
         self._decoder = FrameDecoder()
+        self._round_trips = RoundTrips()
+        self._probes: dict[int, tuple[int, float]] = {}  # loss probes in flight: id -> (seq, sent at)
+        self._since = (0, 0)  # bytes received and frames rejected when the current exchange began
         self.port = self._open_port()
         try:
-            self.hello = self._hello()
+            try:
+                self.hello = self._hello()
+            except _LinkLost as lost:
+                raise LinkError(f"{url}: no device answered the handshake ({lost}); check that it is powered, "
+                                "that its firmware speaks firmware_protocol.md, and the port and baud rate") from None
             self.identity = self.hello.identity
             self.reconnect_tries = self.options.reconnects
-            if not self.hello.capabilities & CAP_SEEDED:
-                raise CapabilityError(f"{url}: the device does not generate seeded perturbations (protocol v1 "
-                                      "requires it)")
             (info_reply,) = self.transact([(MessageType.INFO, b"")])
             info = self._describe(info_reply.payload, "the INFO reply")
             # on this link HELLO's bits are what the firmware does, whatever its INFO text says
-            bias = bool(self.hello.capabilities & CAP_BIAS)
-            self._info = info.model_copy(update={"capabilities": info.capabilities.model_copy(
-                update={"bias_perturbation": bias})})
+            caps = self.hello.capabilities
+            self._info = info.model_copy(update={"capabilities": info.capabilities.model_copy(update={
+                "seeded_perturbations": bool(caps & CAP_SEEDED),
+                "layer_input_injection": bool(caps & CAP_INJECTION),
+                "bias_perturbation": bool(caps & CAP_BIAS)})})
+            self._require_capabilities()
         except Exception:
             self.close()
             raise
@@ -111,7 +170,7 @@ class SerialDevice(BenchDevice):
 
     def _send_writes(self, params: list[ParamWrite], inputs: list[InputWrite]) -> None:
         per_frame = (self.hello.max_request - SET_INPUT_HEAD.size) // 4
-        requests: list[tuple[MessageType, bytes]] = []
+        requests: list[tuple[int, bytes]] = []
         for layer, index, value in params:
             data = pack_values(value)
             for start in range(0, value.numel(), per_frame):
@@ -169,7 +228,7 @@ class SerialDevice(BenchDevice):
         self.transact([(MessageType.RESET, b"")])
         self._forget()
 
-    def transact(self, requests: list[tuple[MessageType, bytes]], check: bool = True) -> list[Frame]:
+    def transact(self, requests: list[tuple[int, bytes]], check: bool = True) -> list[Frame]:
         """Send requests (pipelined when they commute) and return their replies in order.
 
         Survives lost and corrupted frames (resend with the same request id) and unplugs
@@ -195,10 +254,11 @@ class SerialDevice(BenchDevice):
 
     # ----------------------------------------------------------------- internals
 
-    def _raise_refusal(self, kind: MessageType, status: int) -> None:
-        texts = [text for _, text in self.errors()]
+    def _raise_refusal(self, kind: int, status: int) -> None:
+        texts = collections.Counter(text for _, text in self.errors())  # one entry per refused frame
+        details = "; ".join(text if n == 1 else f"{text} (x{n})" for text, n in texts.items())
         name = Status(status).name if status in Status._value2member_map_ else str(status)
-        message = f"{self.url}: device refused {kind.name} ({name}): {'; '.join(texts) or 'no details'}"
+        message = f"{self.url}: device refused {_name(kind)} ({name}): {details or 'no details'}"
         if status in CONFIG_STATUSES:
             raise DeviceConfigError(message)
         if status == Status.UNSUPPORTED:
@@ -235,6 +295,7 @@ class SerialDevice(BenchDevice):
     def _hello(self) -> Hello:
         self._write(b"\x00")
         self._decoder = FrameDecoder()
+        self._probes.clear()
         (reply,) = self._exchange([(MessageType.HELLO, HELLO_REQUEST.pack(1, 1))], window=1,
                                   timeout=self.options.timeout or 1.0)
         if reply.status == Status.VERSION:
@@ -248,65 +309,162 @@ class SerialDevice(BenchDevice):
         self.hello = self._hello()
         return self.hello.identity
 
-    def _exchange(self, requests: list[tuple[MessageType, bytes]], window: int, timeout: float) -> list[Frame]:
-        """One attempt at a batch of requests over the current port; _LinkLost if the port fails."""
-        frames = [Frame(int(kind), self._new_id(), payload) for kind, payload in requests]
-        wires = [encode_frame(f) for f in frames]
-        index_of = {f.request_id: i for i, f in enumerate(frames)}
-        replies: list[Frame | None] = [None] * len(frames)
-        sent_at = [0.0] * len(frames)
-        attempts = [0] * len(frames)
-        outstanding: list[int] = []
+    def _reply_limit(self, kind: int, payload: bytes) -> int:
+        """The largest reply payload the host accepts to a request (``firmware_protocol.md`` section 3):
+        exact for measurements and echoes, from the batch the host set (else ``max_batch``)."""
+        if kind in EMPTY_REPLIES:
+            return 0
+        if kind == MessageType.PING:
+            return len(payload)
+        if kind == MessageType.INFO:
+            return INFO_REPLY
+        if self._info is None or kind not in (MessageType.FORWARD, MessageType.PERTURBED_FORWARD):
+            return SMALL_REPLY
+        layers = self._info.layers
+        if kind == MessageType.FORWARD:
+            return 4 * self._batch(0) * sum(spec.outputs for spec in layers)
+        try:
+            request = PerturbedForward.unpack(payload)
+        except ProtocolError:
+            return SMALL_REPLY  # the device refuses it with an empty reply
+        if request.layer >= len(layers):
+            return SMALL_REPLY
+        return 4 * request.queries * self._batch(request.layer) * layers[request.layer].outputs
+
+    def _batch(self, layer: int) -> int:
+        held = self._inputs[layer] if layer < len(self._inputs) else None
+        return self.info().max_batch if held is None else len(held)
+
+    def _exchange(self, requests: list[tuple[int, bytes]], window: int, timeout: float) -> list[Frame]:
+        """One attempt at a batch of requests over the current port; _LinkLost if the port fails.
+
+        Up to ``window`` requests (loss probes included) are in flight. A request is sent again
+        when a reply to anything sent after it arrives first (it or its reply was lost), when
+        nothing at all has arrived for ``timeout``, or when its reply is overdue (``timeout`` plus
+        the time its largest size takes at ``baud``, whatever bytes arrived meanwhile). A quiet
+        spell of twice the smoothed response time sends a loss probe (a PING) behind them.
+        """
+        todo = []
+        for kind, payload in requests:
+            frame = Frame(int(kind), self._new_id(), payload)
+            todo.append(_Request(frame, encode_frame(frame), self._reply_limit(kind, payload)))
+        by_id = {r.frame.request_id: r for r in todo}
+        self._decoder.max_frame = wire_size(max(SMALL_REPLY, *(r.limit for r in todo)))
+        self._since = (self.stats.bytes_received, self._decoder.rejected)
+        outstanding: list[_Request] = []
         next_up = 0
-        heard = time.perf_counter()
-        while next_up < len(frames) or outstanding:
-            while next_up < len(frames) and len(outstanding) < window:
-                self._send(wires[next_up], frames[next_up])
-                sent_at[next_up] = time.perf_counter()
-                outstanding.append(next_up)
+        heard = last_request = last_sent = last_reply = last_frame = time.perf_counter()
+        began: float | None = None  # when the frame now arriving began to arrive
+        probes = 0  # loss probes since the last intact frame: each waits twice as long as the one before
+        while next_up < len(todo) or outstanding:
+            self._expire_probes(time.perf_counter(), timeout)
+            while next_up < len(todo) and len(outstanding) + len(self._probes) < window:
+                self._transmit(todo[next_up])
+                outstanding.append(todo[next_up])
                 next_up += 1
+                last_request = last_sent = todo[next_up - 1].sent_at
             data = self._read()
             now = time.perf_counter()
             if data:
                 heard = now
+                began = began if began is not None and self._decoder.pending else now
             rejected = self._decoder.rejected
-            for reply in self._decoder.feed(data):
-                i = index_of.get(reply.request_id)
-                if i is not None and not reply.is_reply and reply.payload == frames[i].payload:
+            frames = self._decoder.feed(data)
+            for k, reply in enumerate(frames):
+                started = began if k == 0 and began is not None else now
+                last_frame_before, last_frame, probes = last_frame, now, 0
+                if reply.request_id in self._probes and reply.type == MessageType.PING | REPLY_BIT:
+                    probe_seq, _ = self._probes.pop(reply.request_id)
+                    self._resend_overtaken(outstanding, probe_seq)
+                    continue
+                r = by_id.get(reply.request_id)
+                if r is not None and not reply.is_reply and reply.payload == r.frame.payload:
                     raise LinkError(f"{self.url}: the port echoes our own requests back (a loopback such as "
                                     "loop:// or shorted RX/TX); no device is answering")
-                if i is None or replies[i] is not None or reply.type != frames[i].type | REPLY_BIT:
+                if r is None or r.reply is not None or reply.type != r.frame.type | REPLY_BIT:
                     continue
-                replies[i] = reply
-                outstanding.remove(i)
-                self.stats.round_trips.append(now - sent_at[i])
-                log.debug("<- %s id %d, status %d, %d bytes, %.2f ms", MessageType(frames[i].type).name,
-                          reply.request_id, reply.status, len(reply.payload), 1000 * (now - sent_at[i]))
+                r.reply = reply
+                outstanding.remove(r)
+                if r.attempts == 0:
+                    self._round_trips.sample(max(0.0, started - max(r.sent_at, last_frame_before)))
+                self.stats.round_trips.append(now - r.sent_at)
+                log.debug("<- %s id %d, status %d, %d bytes, %.2f ms", _name(r.frame.type), reply.request_id,
+                          reply.status, len(reply.payload), 1000 * (now - r.sent_at))
                 self.stats.frames_received += 1
                 self.stats.payload_bytes_received += len(reply.payload)
-                for j in outstanding:
-                    if sent_at[j] < sent_at[i]:
-                        self._resend(j, wires, frames, sent_at, attempts, now)
+                last_reply = now
+                self._resend_overtaken(outstanding, r.first_seq)
+            if data:
+                began = None if not self._decoder.pending else began if not frames else now
             self.stats.crc_errors += self._decoder.rejected - rejected
-            if outstanding and now - heard > timeout:
+            if not outstanding:
+                continue
+            head = outstanding[0]
+            overdue = now - max(head.sent_at, last_reply) > timeout + self._transfer_seconds(head.limit)
+            if now - max(heard, last_request) > timeout or overdue:
                 self.stats.timeouts += 1
-                heard = now
-                for j in outstanding:
-                    self._resend(j, wires, frames, sent_at, attempts, now)
-        return replies  # type: ignore[return-value]
+                for r in list(outstanding):
+                    self._resend(r, "overdue" if overdue else "timeout")
+                last_request = last_sent = time.perf_counter()
+                continue
+            wait = self._round_trips.probe_timeout(PROBE_FLOOR, timeout) * 2**probes
+            if (next_up == len(todo) and len(outstanding) + len(self._probes) < window
+                    and now - max(heard, last_sent) > wait):
+                self._probe()
+                probes += 1
+                last_sent = time.perf_counter()
+        return [r.reply for r in todo]  # type: ignore[misc]
 
-    def _resend(self, i: int, wires: list[bytes], frames: list[Frame], sent_at: list[float],
-                attempts: list[int], now: float) -> None:
-        attempts[i] += 1
-        if attempts[i] > self.options.retries:
-            raise _LinkLost(f"no intact reply to {MessageType(frames[i].type).name} after {attempts[i]} tries")
+    def _transfer_seconds(self, payload: int) -> float:
+        """How long a reply of ``payload`` bytes takes on the wire at the ``baud`` rate (8N1)."""
+        return 10 * wire_size(payload) / self.options.baud
+
+    def _transmit(self, r: _Request) -> None:
+        self._seq += 1
+        if r.first_seq < 0:
+            r.first_seq = self._seq
+        r.last_seq = self._seq
+        self._send(r.wire, r.frame)
+        r.sent_at = time.perf_counter()
+
+    def _probe(self) -> None:
+        """Send a PING behind the outstanding requests: its reply arriving first proves they were lost."""
+        frame = Frame(int(MessageType.PING), self._new_id())
+        self._seq += 1
+        self._send(encode_frame(frame), frame)
+        self._probes[frame.request_id] = (self._seq, time.perf_counter())
+        self.stats.probes += 1
+
+    def _expire_probes(self, now: float, timeout: float) -> None:
+        """Forget probes unanswered for ``timeout``: lost, they no longer hold a place in flight."""
+        for request_id, (_, sent_at) in list(self._probes.items()):
+            if now - sent_at > timeout:
+                del self._probes[request_id]
+
+    def _resend_overtaken(self, outstanding: list[_Request], seq: int) -> None:
+        """A reply to transmission ``seq`` arrived: whatever was last sent before it is lost (the device
+        answers in order). Resend those requests; forget those probes."""
+        for request_id, (probe_seq, _) in list(self._probes.items()):
+            if probe_seq < seq:
+                del self._probes[request_id]
+        for r in list(outstanding):
+            if r.last_seq < seq:
+                self._resend(r, "overtaken")
+
+    def _resend(self, r: _Request, why: str) -> None:
+        r.attempts += 1
+        if r.attempts > self.options.retries:
+            received = self.stats.bytes_received - self._since[0]
+            rejected = self._decoder.rejected - self._since[1]
+            heard = (f"{received} bytes arrived meanwhile, {rejected} damaged or overlong frames among them"
+                     if received else "nothing arrived")
+            raise _LinkLost(f"no intact reply to {_name(r.frame.type)} after {r.attempts} tries ({heard})")
         self.stats.resends += 1
-        log.debug("resend %s id %d (attempt %d)", MessageType(frames[i].type).name, frames[i].request_id, attempts[i])
-        self._send(wires[i], frames[i])
-        sent_at[i] = now
+        log.debug("resend %s id %d (attempt %d, %s)", _name(r.frame.type), r.frame.request_id, r.attempts, why)
+        self._transmit(r)
 
     def _send(self, wire: bytes, frame: Frame) -> None:
-        log.debug("-> %s id %d, %d bytes", MessageType(frame.type).name, frame.request_id, len(frame.payload))
+        log.debug("-> %s id %d, %d bytes", _name(frame.type), frame.request_id, len(frame.payload))
         self._write(wire)
         self.stats.frames_sent += 1
 

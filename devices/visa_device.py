@@ -71,12 +71,10 @@ class VisaDevice(BenchDevice):
         try:
             self.identity = self._open()
             self._info = self._describe(self._retry(lambda: self._query_block("NETW:INFO?")), "NETW:INFO?")
+            self._require_capabilities()
         except Exception:
             self.close()
             raise
-        if not self._info.capabilities.seeded_perturbations:
-            self.close()
-            raise CapabilityError(f"{url}: the device does not generate seeded perturbations")
         self._forget()
         log.info("opened %s: %s", url, self.identity)
 
@@ -120,6 +118,11 @@ class VisaDevice(BenchDevice):
                 break
             out.append((code, message.strip('"')))
         return out
+
+    def reset(self) -> None:
+        """Return the device to its power-up state (``*RST``); the host forgets what it had written."""
+        self._retry(lambda: self._write("*RST"))
+        self._forget()
 
     def check_errors(self) -> None:
         """Raise a typed error if the device queued any: config errors, capability, or protocol."""

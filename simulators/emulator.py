@@ -79,6 +79,12 @@ class ErrorQueue(collections.deque):
         return self.popleft() if self else (0, "No error")
 
 
+def _whole_values(size: int) -> None:
+    """Refuse values that are not a whole number of f32 (checked before anything else of a request)."""
+    if size % 4:
+        raise ProtocolError(f"{size} bytes is not a whole number of f32 values")
+
+
 class _Buffer:
     """A staging buffer and which of its elements have been written."""
 
@@ -102,12 +108,14 @@ class _Buffer:
 class Firmware:
     """The device side of the protocol, backed by any :class:`~devices.interface.Device`."""
 
-    def __init__(self, device: Device, bias_perturbation: bool = True) -> None:
-        """``bias_perturbation`` False hides the device's bias perturbations (a firmware without bit 3)."""
+    def __init__(self, device: Device, bias_perturbation: bool = True, layer_input_injection: bool = True) -> None:
+        """False hides a capability of the device: ``bias_perturbation`` a firmware without bit 3,
+        ``layer_input_injection`` one without bit 1."""
         self.device = device
         inner = device.info()
-        caps = inner.capabilities.model_copy(
-            update={"bias_perturbation": inner.capabilities.bias_perturbation and bias_perturbation})
+        caps = inner.capabilities.model_copy(update={
+            "bias_perturbation": inner.capabilities.bias_perturbation and bias_perturbation,
+            "layer_input_injection": inner.capabilities.layer_input_injection and layer_input_injection})
         self.info = inner.model_copy(update={"firmware": FIRMWARE_VERSION, "capabilities": caps,
                                              "max_batch": min(inner.max_batch, MAX_BATCH)})
         self.frames_received = 0
@@ -171,6 +179,7 @@ class Firmware:
     def _on_set_params(self, payload: bytes) -> bytes:
         if len(payload) < SET_PARAMS_HEAD.size:
             raise ProtocolError("SET_PARAMS header is 8 bytes")
+        _whole_values(len(payload) - SET_PARAMS_HEAD.size)
         layer, index, _, offset = SET_PARAMS_HEAD.unpack_from(payload)
         specs = self._layer(layer).params
         if index >= len(specs):
@@ -190,16 +199,21 @@ class Firmware:
     def _on_set_input(self, payload: bytes) -> bytes:
         if len(payload) < SET_INPUT_HEAD.size:
             raise ProtocolError("SET_INPUT header is 12 bytes")
+        _whole_values(len(payload) - SET_INPUT_HEAD.size)
         layer, _, _, batch, offset = SET_INPUT_HEAD.unpack_from(payload)
         spec = self._layer(layer)
         if layer > 0 and not self.info.capabilities.layer_input_injection:
             raise ProtocolError("this device takes inputs for layer 0 only", Status.UNSUPPORTED)
         if not 0 < batch <= self.info.max_batch:
             raise ProtocolError(f"batch {batch} outside 1..{self.info.max_batch}", Status.BATCH_TOO_LARGE)
-        current = self.inputs[layer]
+        values = unpack_values(payload[SET_INPUT_HEAD.size:])
+        if offset + len(values) > batch * spec.inputs:
+            raise ProtocolError(f"elements {offset}..{offset + len(values) - 1} run past the {batch * spec.inputs} "
+                                f"of a batch of {batch}", Status.OUT_OF_RANGE)
+        current = self.inputs[layer]  # every check passed: only now may the buffer change
         if current is None or current.values.shape[0] != batch:
             current = self.inputs[layer] = _Buffer((batch, spec.inputs))
-        current.write(offset, unpack_values(payload[SET_INPUT_HEAD.size:]))
+        current.write(offset, values)
         return b""
 
     def _on_forward(self, payload: bytes) -> bytes:
@@ -215,6 +229,9 @@ class Firmware:
                                 Status.BAD_PARAM)
         if request.distribution == "bias" and not (self.info.capabilities.bias_perturbation and spec.has_bias):
             raise ProtocolError(f"layer {request.layer}: no bias perturbations on this device", Status.UNSUPPORTED)
+        widest = max(p.high - p.low for p in spec.params)
+        if not 0 <= request.eps <= widest:
+            raise ProtocolError(f"eps {request.eps} outside [0, {widest:g}]", Status.OUT_OF_BOUNDS)
         perturbation = Perturbation(request.seeds, request.eps, request.distribution, request.chunk)
         plus, minus = self.device.perturbed_pairs(request.layer, self._staged(request.layer),
                                                   self._input(request.layer), perturbation)
@@ -268,11 +285,12 @@ class FaultyLink:
         self.unplugged = False
         self.injected: collections.Counter[str] = collections.Counter()
         self.decoder = FrameDecoder(max_frame=2 * MAX_REQUEST)
+        self._partial = bytearray()  # the request frame arriving, held until its delimiter decides its fate
         self._wire: queue.SimpleQueue | None = None
 
     def receive(self, data: bytes, send: Callable[[bytes], None]) -> bool:
         """Handle the requests ``data`` completes; False when the emulated cable is pulled."""
-        for frame in self.decoder.feed(self._maybe_corrupt(data, "corrupted_requests")):
+        for frame in self.decoder.feed(self._corrupt_requests(data)):
             self.firmware.frames_rejected = self.decoder.rejected
             if self.dice.random() < self.faults.drop:
                 self.injected["dropped_requests"] += 1
@@ -292,13 +310,32 @@ class FaultyLink:
     def reset(self) -> None:
         """The stream was cut: forget a half-received frame."""
         self.decoder.reset()
+        self._partial.clear()
 
-    def _maybe_corrupt(self, data: bytes, what: str) -> bytes:
-        if not data or self.dice.random() >= self.faults.corrupt:
-            return data
+    def _corrupt_requests(self, data: bytes) -> bytes:
+        """The received bytes with each complete request frame corrupted at the ``corrupt`` rate, once per
+        frame however the stream was chunked (a run longer than any frame passes as it is)."""
+        out = bytearray()
+        start = 0
+        while (end := data.find(b"\x00", start)) >= 0:
+            self._partial += data[start:end]
+            out += self._maybe_corrupt(bytes(self._partial), "corrupted_requests") + b"\x00"
+            self._partial.clear()
+            start = end + 1
+        self._partial += data[start:]
+        if len(self._partial) > self.decoder.max_frame:
+            out += self._partial
+            self._partial.clear()
+        return bytes(out)
+
+    def _maybe_corrupt(self, frame: bytes, what: str) -> bytes:
+        """One frame, with one bit flipped at the ``corrupt`` rate (never its delimiter)."""
+        body = len(frame) - frame.endswith(b"\x00")
+        if not body or self.dice.random() >= self.faults.corrupt:
+            return frame
         self.injected[what] += 1
-        flipped = bytearray(data)
-        flipped[self.dice.randrange(len(flipped))] ^= 1 << self.dice.randrange(8)
+        flipped = bytearray(frame)
+        flipped[self.dice.randrange(body)] ^= 1 << self.dice.randrange(8)
         return bytes(flipped)
 
     def _send(self, data: bytes, send: Callable[[bytes], None]) -> None:

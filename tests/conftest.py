@@ -37,9 +37,10 @@ def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2,
 
 
 def start_emulator(sim_url: str = CONTRACT_SIM, faults: Faults | None = None, dialect: Dialect = "binary",
-                   bias_perturbation: bool = True) -> PtyServer:
-    """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done)."""
-    return PtyServer(Firmware(open_sim(sim_url), bias_perturbation), faults, dialect=dialect).start()
+                   bias_perturbation: bool = True, layer_input_injection: bool = True) -> PtyServer:
+    """A firmware emulator serving ``sim_url`` on a fresh pty (stop it when done); False hides a capability."""
+    firmware = Firmware(open_sim(sim_url), bias_perturbation, layer_input_injection)
+    return PtyServer(firmware, faults, dialect=dialect).start()
 
 
 FIRMWARE_TOOLS = ("make", "arm-none-eabi-gcc", QEMU)
@@ -78,12 +79,17 @@ def qemu_firmware(firmware_image: Path) -> Iterator[QemuFirmware]:
         yield qemu
 
 
-@pytest.fixture(params=["serial", "visa", "firmware"])
+LOSSY = Faults(corrupt=0.03, drop=0.03, seed=5)  # per frame, each direction: the contract holds on a bad link
+
+
+@pytest.fixture(params=["serial", "serial-lossy", "visa", "firmware"])
 def contract_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bench device under test: ``--hil-device``, or else an emulator on a pty in each dialect
-    and the reference C firmware on QEMU."""
+    """The bench device under test: ``--hil-device``, or else an emulator on a pty in each dialect (the
+    binary one also behind a link that corrupts and drops frames) and the reference C firmware on QEMU."""
     given = request.config.getoption("--hil-device")
     if given:
+        if request.param == "serial-lossy":
+            pytest.skip("faults are injected by the emulator only")
         if not given.startswith(request.param):
             pytest.skip(f"--hil-device {given} is not a {request.param} URL")
         yield given
@@ -91,8 +97,9 @@ def contract_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "firmware":
         yield f"serial://{request.getfixturevalue('qemu_firmware').port}"
         return
-    server = start_emulator(dialect="scpi" if request.param == "visa" else "binary")
+    lossy = LOSSY.model_copy() if request.param == "serial-lossy" else None
+    server = start_emulator(faults=lossy, dialect="scpi" if request.param == "visa" else "binary")
     try:
-        yield f"serial://{server.port}?timeout=0.5" if request.param == "serial" else f"visa://ASRL{server.port}::INSTR"
+        yield f"visa://ASRL{server.port}::INSTR" if request.param == "visa" else f"serial://{server.port}?timeout=0.5"
     finally:
         server.stop()

@@ -63,3 +63,15 @@ def test_an_overlong_run_without_delimiter_is_dropped_up_to_the_next_one():
     assert decoder.feed(b"\x01" * 150) == []
     assert decoder.feed(b"\x01" * 50 + b"\x00" + encode_frame(frame)) == [frame]
     assert decoder.rejected == 1
+
+
+def test_the_buffer_stays_bounded_and_an_overlong_run_counts_as_rejected_at_once():
+    """A sender that never sends a delimiter cannot grow the buffer past ``max_frame``."""
+    decoder = FrameDecoder(max_frame=100)
+    for _ in range(1000):
+        assert decoder.feed(b"\x01" * 1000) == []
+        assert decoder.pending <= 100
+    assert decoder.rejected == 1  # counted when it passed the bound, not only at a delimiter
+    overlong = Frame(0x81, 1, bytes(200))
+    assert decoder.feed(b"\x00" + encode_frame(overlong)) == []  # refused even when it arrives whole
+    assert decoder.rejected == 2 and decoder.pending == 0

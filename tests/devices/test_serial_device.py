@@ -10,6 +10,7 @@ import torch
 from devices import DeviceConfigError, DeviceURLError, LinkError, open_device
 from devices.messages import SET_PARAMS_HEAD, MessageType, pack_values
 from devices.serial_device import SerialDevice
+from hil.cli import main
 from hil.config import build_config
 from hil.estimator import estimate_activity
 from hil.model import MonoForward
@@ -104,6 +105,51 @@ def test_a_bad_link_and_an_unplug_lose_nothing(tmp_path):
     assert stats["link_reconnects"] >= 1  # the unplug (a starved CI machine may add one)
     assert stats["link_crc_errors"] >= 1 and stats["link_resends"] >= 1
     assert server.firmware.replies_resent > 0  # retries answered from the cache, not applied again
+
+
+def test_lost_frames_are_proven_lost_by_probes_and_resent_long_before_the_timeout():
+    """With a 30 s timeout, 150 measurements over a link losing about one exchange in five finish without
+    one timeout: a PING sent behind a missing reply comes back first, which proves the loss at once."""
+    faults = Faults(seed=3)
+    server = start_emulator(faults=faults)
+    try:
+        with SerialDevice(f"serial://{server.port}?timeout=30") as dev:
+            g = torch.Generator().manual_seed(0)
+            params = [{p.name: torch.rand(p.shape, generator=g) - 0.5 for p in spec.params}
+                      for spec in dev.info().layers]
+            x = torch.rand(4, 16, generator=g)
+            clean = dev.forward(params, x)
+            faults.corrupt = faults.drop = 0.05  # from here on, after the handshake (HELLO cannot be probed)
+            for _ in range(150):
+                assert all(torch.equal(a, b) for a, b in zip(dev.forward(params, x), clean))
+    finally:
+        server.stop()
+    assert sum(server.injected.values()) > 10
+    assert dev.stats.timeouts == 0 and dev.stats.probes > 0 and dev.stats.resends > 0
+
+
+@pytest.mark.parametrize("dialect", ["binary", "scpi"])
+def test_a_device_without_layer_input_injection_is_refused_once_at_connect(tmp_path, capsys, dialect):
+    """Training needs bit 1 for every layer above 0: refused before any work, in one line naming the bit."""
+    server = start_emulator("sim://crossbar?layers=64,24,10", dialect=dialect, layer_input_injection=False)
+    url = f"serial://{server.port}" if dialect == "binary" else f"visa://ASRL{server.port}::INSTR"
+    try:
+        code = main(["train", "--device", url, "--epochs", "1", "--no-progress", "--run-dir", str(tmp_path / "run")])
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hil: error: ") and len(err.strip().splitlines()) == 1
+    assert "lacks capability bit 1 (layer input injection" in err and "update its firmware" in err
+    assert server.firmware.device.counters.queries == 0  # refused at connect, before any measurement
+
+
+def test_a_one_layer_device_needs_no_layer_input_injection():
+    server = start_emulator("sim://crossbar?layers=64,10", layer_input_injection=False)
+    try:
+        with open_device(f"serial://{server.port}") as dev:
+            assert not dev.info().capabilities.layer_input_injection
+    finally:
+        server.stop()
 
 
 def test_the_device_refuses_out_of_bounds_writes_with_its_own_error_text():

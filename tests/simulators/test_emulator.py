@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.codec import Frame, encode_frame
+from devices.codec import Frame, FrameDecoder, encode_frame
 from devices.messages import (
     HELLO_REQUEST,
     SET_INPUT_HEAD,
@@ -16,7 +16,7 @@ from devices.messages import (
     pack_values,
     unpack_error,
 )
-from simulators.emulator import ERROR_QUEUE, Faults, Firmware
+from simulators.emulator import ERROR_QUEUE, Faults, FaultyLink, Firmware
 from simulators.registry import open_sim
 from simulators.serve import PtyServer
 
@@ -54,6 +54,18 @@ def test_forward_needs_everything_written_first():
     _load(fw)
     reply = _request(fw, MessageType.FORWARD, request_id=2)
     assert reply.status == Status.OK and len(reply.payload) == 4 * 2 * (3 + 2)
+
+
+def test_a_refused_set_input_keeps_the_input_it_had():
+    """Every check runs before the buffer is resized: a refusal at a new batch changes nothing."""
+    fw = _firmware()
+    _load(fw, batch=2)
+    for request_id, refused in enumerate([SET_INPUT_HEAD.pack(0, 0, 0, 3, 3 * 4) + pack_values(torch.ones(1)),
+                                          SET_INPUT_HEAD.pack(0, 0, 0, 3, 0) + b"abc"], start=5):
+        assert _request(fw, MessageType.SET_INPUT, refused, request_id).status in (Status.OUT_OF_RANGE,
+                                                                                 Status.BAD_LENGTH)
+    reply = _request(fw, MessageType.FORWARD, request_id=9)
+    assert reply.status == Status.OK and len(reply.payload) == 4 * 2 * (3 + 2)  # still the batch of 2
 
 
 def test_a_repeated_request_is_answered_from_the_cache_and_not_executed_again():
@@ -99,3 +111,20 @@ def test_an_emulated_unplug_moves_the_symlink_to_a_new_pty(tmp_path):
     finally:
         server.stop()
     assert not (tmp_path / "ttyHIL").exists()
+
+
+def test_corrupt_flips_a_bit_in_that_share_of_frames_in_each_direction_however_they_are_chunked():
+    """1 KB requests arriving in 64-byte pieces: the rate applies per frame, not per piece."""
+    fw = _firmware()
+    link = FaultyLink(fw, Faults(corrupt=0.05, seed=11))
+    decoder, replies = FrameDecoder(), []
+    sent = 4000
+    for i in range(sent):
+        wire = encode_frame(Frame(int(MessageType.PING), i, bytes(range(1, 256)) * 4))
+        for start in range(0, len(wire), 64):
+            link.receive(wire[start:start + 64], lambda data: replies.extend(decoder.feed(data)))
+    answered = fw.frames_received
+    assert link.injected["corrupted_requests"] == sent - answered  # every corrupted request was rejected
+    assert link.injected["corrupted_replies"] == answered - len(replies)
+    assert abs((sent - answered) / sent - 0.05) < 0.015
+    assert abs((answered - len(replies)) / answered - 0.05) < 0.015

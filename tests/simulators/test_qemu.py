@@ -14,6 +14,7 @@ from devices.interface import split_chunks
 from devices.messages import MessageType, Status
 from simulators.conv import reference
 from simulators.qemu import QemuFirmware
+from tests.devices.test_protocol_doc import REFUSALS, doc_table
 
 
 @pytest.fixture
@@ -105,21 +106,23 @@ def test_unknown_message_types_are_answered_with_status_1(device):
     assert device.errors() == [(Status.UNKNOWN_TYPE, "unknown message type")]
 
 
-@pytest.mark.parametrize("request_bytes, status", [
-    ((MessageType.SET_PARAMS, b"\x00"), Status.BAD_LENGTH),
-    ((MessageType.SET_PARAMS, bytes([9, 0, 0, 0, 0, 0, 0, 0]) + b"\x00" * 4), Status.BAD_LAYER),
-    ((MessageType.SET_PARAMS, bytes([0, 5, 0, 0, 0, 0, 0, 0]) + b"\x00" * 4), Status.BAD_PARAM),
-    ((MessageType.SET_PARAMS, bytes([0, 1, 0, 0, 0, 1, 0, 0]) + b"\x00" * 4), Status.OUT_OF_RANGE),
-    ((MessageType.SET_PARAMS, bytes([0, 1, 0, 0, 0, 0, 0, 0]) + b"\x00\x00\xc0\x3f"), Status.OUT_OF_BOUNDS),
-    ((MessageType.FORWARD, b""), Status.NOT_READY),
-    ((MessageType.SET_INPUT, bytes([0, 0, 0, 0]) + (1000).to_bytes(4, "little") + bytes(4)), Status.BATCH_TOO_LARGE),
-])
-def test_refusals_carry_the_documented_status_and_error_text(device, request_bytes, status):
-    device.reset()
-    (reply,) = device.transact([request_bytes], check=False)
-    assert reply.status == status
-    ((code, text),) = device.errors()
-    assert code == status and text
+@pytest.mark.parametrize("row", [row for row, (hidden, _) in REFUSALS.items() if not hidden], ids=" ".join)
+def test_refusals_are_the_documented_ones_in_the_documented_order(device, row):
+    """Each row of firmware_protocol.md's refusal table (those of a device with every capability), sent to the
+    firmware as it powers up: the documented status, an empty payload and one error with its text."""
+    _, requests = REFUSALS[row]
+    for request in requests(device.info()):
+        device.reset()
+        (reply,) = device.transact([request], check=False)
+        assert (reply.status, reply.payload) == (int(_status(row)), b""), request
+        ((code, text),) = device.errors()
+        assert code == reply.status and text
+
+
+def _status(row: tuple[str, str]) -> int:
+    message, when = row
+    return next(int(status) for m, w, status in doc_table("| message | refused when | status |")
+                if (m, w) == (message, when.strip("`")))
 
 
 def test_out_of_bounds_parameters_never_leave_the_host(device):
