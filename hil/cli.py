@@ -5,11 +5,13 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -17,7 +19,11 @@ from devices.errors import DeviceError
 from hil.allocator import keep_freed_memory
 from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
+from hil.liveness import DEFAULT_TIMEOUT, MIN_TIMEOUT
 from hil.runs import RunFolder
+
+if TYPE_CHECKING:
+    from hil.access import Bound
 
 
 def _widths(text: str) -> list[int]:
@@ -35,6 +41,26 @@ def _rates(text: str) -> list[float]:
     if not all(r > 0 for r in rates):
         raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
     return rates
+
+
+def _token(text: str) -> str:
+    from hil.access import check_token_text
+
+    try:
+        return check_token_text(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of seconds, got {text!r}") from None
+    if not seconds >= MIN_TIMEOUT or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"at least {MIN_TIMEOUT:g} seconds (trainers beat every few seconds), "
+                                         f"got {text!r}")
+    return seconds
 
 
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -107,21 +133,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--serve", action="store_true",
                        help="also run the status service and dashboard in this process (see hil serve)")
     train.add_argument("--port", type=int, default=8765, help="port of --serve (default: 8765)")
-    train.add_argument("--token", help="token of --serve's control endpoints (default: generated and printed)")
+    train.add_argument("--token", type=_token, help="token of --serve (default: generated and printed)")
 
     serve = sub.add_parser(
         "serve",
         help="run the status service and dashboard for a runs folder",
         description="Serve the runs of a folder: a dashboard at /, a JSON API under /api (OpenAPI at /docs), "
         "Server-Sent Events per run, Prometheus metrics at /metrics, and stop/pause/resume controls that "
-        "running trainers act on at their next step. Binds to 127.0.0.1; every endpoint needs the token "
-        "unless --public-reads opens the read endpoints.",
+        "running trainers act on at their next step. Binds to 127.0.0.1 and answers only requests that name it "
+        "(the Host header). Open without the token: the dashboard page (/) and its files (/static); everything "
+        "else needs it, the API documentation included, unless --public-reads opens the reads. A run whose "
+        "trainer is gone (no heartbeat for --heartbeat-timeout seconds, or its process ended on this host) is "
+        "marked failed.",
     )
     serve.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default: runs)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
-    serve.add_argument("--token", help="token for the endpoints (default: generated and printed)")
+    serve.add_argument("--token", type=_token, help="token for the endpoints (default: generated and printed)")
     serve.add_argument("--public-reads", action="store_true", help="let anyone who can reach it read (not control)")
+    serve.add_argument("--heartbeat-timeout", type=_timeout, default=DEFAULT_TIMEOUT,
+                       metavar="SECONDS", help="mark a live run failed after this long without its trainer's "
+                       f"heartbeat (default: {DEFAULT_TIMEOUT:g})")
 
     emulate = sub.add_parser(
         "emulate",
@@ -263,6 +295,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if not args.serve:
+        return _train_run(args, None)
+    from hil.serving import listen
+
+    listener = listen("127.0.0.1", args.port)  # first: a busy port ends the command before any run folder exists
+    with closing(listener[0]):
+        return _train_run(args, listener)
+
+
+def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] | None") -> int:
     from hil.trainer import Trainer
 
     overrides = _overrides(args)
@@ -282,12 +324,15 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume is None:
             run.discard_if_unstarted()
         raise
-    if args.serve:
+    if listener is not None:
         from hil.serving import serve_in_thread
 
-        serve_in_thread(run.path.parent, "127.0.0.1", args.port, args.token)
+        service: AbstractContextManager = serve_in_thread(run.path.parent, listener, args.token)
+    else:
+        service = nullcontext()
     print(trainer.rule.summary(), file=sys.stderr)
-    summary = trainer.fit()
+    with service:
+        summary = trainer.fit()
     acc = summary["test_accuracy"]
     print(f"{summary['status']}: test accuracy {acc if acc is None else f'{acc:.4f}'} "
           f"after {summary['epochs']} epochs, {summary['device_queries']} device queries, "
@@ -344,11 +389,11 @@ def _emulate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from hil.serving import serve_forever
+    from hil.serving import listen, serve_forever
 
     if not args.runs.is_dir():
         raise ConfigError(f"--runs {str(args.runs)!r} is not a folder; give the folder that holds your run folders")
-    serve_forever(args.runs, args.host, args.port, args.token, args.public_reads)
+    serve_forever(args.runs, listen(args.host, args.port), args.token, args.public_reads, args.heartbeat_timeout)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Everything goes to the runs folder's store (:mod:`hil.store`), which the service reads; scalars
 also go to TensorBoard when it is installed. Stop, pause and resume requests from the service
-arrive through the store and are acted on at step boundaries.
+arrive through the store and are acted on at step boundaries. A heartbeat thread tells the
+service that the process is still there (:mod:`hil.liveness`).
 """
 
 import logging
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devices.interface import Device
+from hil.liveness import Heartbeat
 from hil.runs import RunFolder
 from hil.store import RunStore
 from hil.tensorboard import open_writer
@@ -31,6 +33,7 @@ class RunRecorder:
         self._counters_at = 0.0
         self._reconnects = 0.0
         self.store.start_run(self.run_id, run.path, config, device_url, identity, seed)
+        self.heartbeat = Heartbeat(self.store, self.run_id).start()
 
     def event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.store.log_event(self.run_id, kind, data)
@@ -61,6 +64,7 @@ class RunRecorder:
 
     def finish(self, status: str, reason: str | None, data: dict[str, Any]) -> None:
         """The final event, then the final status (a stream that sees the status has seen the event)."""
+        self.heartbeat.stop()
         self.event(status, data)
         self.store.set_status(self.run_id, status, reason)
         if self.tensorboard is not None:

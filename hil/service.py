@@ -1,23 +1,28 @@
 """The status service: a FastAPI app over a runs folder's store, the dashboard, Prometheus metrics.
 
-Read endpoints and control endpoints both need the token unless reads are opened
-(``public_reads``); the token goes in ``Authorization: Bearer <token>`` or, for the browser's
-EventSource, a ``token`` query parameter. Controls are written to the store and the running
-trainer acts on them at its next step boundary.
+Everything but the dashboard page and its static files needs the token (:mod:`hil.access`)
+unless reads are opened (``public_reads``); the token goes in ``Authorization: Bearer <token>``
+or, for the browser's EventSource, a ``token`` query parameter. Controls are written to the store
+and the running trainer acts on them at its next step boundary. The service watches the live
+runs' trainers (:mod:`hil.liveness`) and marks a run whose trainer is gone ``failed``.
 """
 
 import asyncio
+import logging
 import secrets
-import threading
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,10 +30,16 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 
 from hil import __version__
+from hil.access import OPEN_PATHS, Bound, HostCheck, check_token_text, tokens_match
+from hil.liveness import DEFAULT_TIMEOUT, Watch
+from hil.sharing import SHARED_SECONDS, MetricsTail, SharedReads
 from hil.store import LIVE, Event, Metric, RunStore, UnknownRun
 
+log = logging.getLogger(__name__)
+
 HEALTHY_SECONDS = 60.0  # a live run that wrote nothing for this long is reported stale
-SHARED_SECONDS = 0.5  # status, run list and event polls are shared by all clients for this long
+WATCH_SECONDS = 1.0  # how often the service checks that the live runs' trainers are there
+MAX_CURSOR = 2**63 - 1  # the largest row id SQLite stores
 HEALTH_COUNTERS = ("link_reconnects", "link_crc_errors", "link_timeouts", "link_rtt_p50_ms", "link_rtt_p99_ms",
                    "device_seconds", "writes_per_cell", "queries")
 
@@ -89,35 +100,39 @@ class ControlAccepted(BaseModel):
     detail: str
 
 
-class _SharedReads:
-    """Store reads shared by all clients for ``ttl`` seconds, so 50 dashboards cost what one does."""
+def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = False, *,
+               bound: Bound | None = None, heartbeat_timeout: float = DEFAULT_TIMEOUT) -> FastAPI:
+    """The service for ``runs_dir``; a token is generated when none is given (``app.state.token``).
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._values: dict[Any, tuple[float, Any]] = {}
-
-    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._values.get(key)
-            if hit is not None and now - hit[0] < self.ttl:
-                return hit[1]
-        value = compute()
-        with self._lock:
-            self._values[key] = (now, value)
-        return value
-
-
-def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = False) -> FastAPI:
-    """The service for ``runs_dir``; a token is generated when none is given (``app.state.token``)."""
+    ``bound``: where a server listens with it, so that requests whose ``Host`` names another
+    site are refused (None: no check, for an app embedded elsewhere). ``heartbeat_timeout``:
+    seconds without a trainer's heartbeat before its run is marked failed.
+    """
     store = RunStore.for_runs(runs_dir)
-    token = token or secrets.token_urlsafe(16)
-    app = FastAPI(title="hil", version=__version__,
-                  description="Watch and steer hardware-in-the-loop training runs.")
+    token = check_token_text(token) if token is not None else secrets.token_urlsafe(16)
+    watch = Watch(store, heartbeat_timeout)
+
+    @asynccontextmanager
+    async def watching(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch_forever(watch))
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(title="hil", version=__version__, lifespan=watching, docs_url=None, redoc_url=None,
+                  openapi_url=None, description=(
+                      "Watch and steer hardware-in-the-loop training runs. Open without the token: "
+                      f"{' and '.join(f'`{p}`' for p in OPEN_PATHS)} (the dashboard page and its script and "
+                      "style, which carry no data). Everything else, this document included, needs it: "
+                      "`Authorization: Bearer <token>` or `?token=<token>`."))
     app.state.token = token
     app.state.store = store
-    shared = _SharedReads(SHARED_SECONDS)
+    app.state.watch = watch
+    if bound is not None:
+        app.add_middleware(HostCheck, bound=bound)
+    shared = SharedReads(SHARED_SECONDS)
+    tail = MetricsTail(store, SHARED_SECONDS)
 
     def check_token(authorization: str | None, query_token: str | None) -> None:
         given = query_token
@@ -129,7 +144,7 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
         if given is None:
             raise HTTPException(401, "this endpoint needs the service token: send 'Authorization: Bearer <token>' "
                                      "or ?token=<token> (hil serve prints it at start)")
-        if not secrets.compare_digest(given, token):
+        if not tokens_match(given, token):
             raise HTTPException(403, "wrong token")
 
     def control_auth(authorization: Annotated[str | None, Header()] = None,
@@ -141,11 +156,14 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
         if not public_reads:
             check_token(authorization, token_param)
 
-    def known_run(run_id: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+    def run_detail(run_id: str) -> dict[str, Any]:
         try:
             return store.run(run_id)
         except UnknownRun:
             raise HTTPException(404, f"no run {run_id!r} in {runs_dir}") from None
+
+    def known_run(run_id: Annotated[str, PathParam(max_length=200)]) -> dict[str, Any]:
+        return shared.get(("run", run_id), lambda: run_detail(run_id))
 
     reads = [Depends(read_auth)]
     read_errors = _errors(401, 403)
@@ -185,10 +203,10 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
 
     @app.get("/api/runs/{run_id}/metrics", dependencies=reads, responses=run_errors)
     def metrics(detail: Annotated[dict[str, Any], Depends(known_run)],
-                since: Annotated[int, Query(ge=0, description="return rows with id above this")] = 0,
+                since: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="return rows with id above this")] = 0,
                 limit: Annotated[int, Query(ge=1, le=100000)] = 10000) -> MetricsPage:
         """Metrics rows (loss and queries/s per step; accuracies per epoch) newer than ``since``."""
-        rows = store.metrics(detail["id"], since, limit)
+        rows = tail.page(detail["id"], since, limit)
         return MetricsPage(rows=rows, next=rows[-1].id if rows else since)
 
     json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}
@@ -197,11 +215,12 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
     @app.get("/api/runs/{run_id}/events", dependencies=reads, response_class=EventSourceResponse,
              responses=stream_errors)
     async def events(detail: Annotated[dict[str, Any], Depends(known_run)], request: Request,
-                     last_event_id: Annotated[int, Header(ge=0)] = 0) -> AsyncIterator[ServerSentEvent]:
+                     last_event_id: Annotated[int, Header(ge=0, le=MAX_CURSOR)] = 0) -> AsyncIterator[ServerSentEvent]:
         """Server-Sent Events of a run (started, checkpoint, reconnect, paused, finished...), live.
 
         Resumable: a client that reconnects with ``Last-Event-ID`` gets only newer events. The
-        stream ends after the event that ends the run.
+        stream ends after the event that ends the run (``failed`` with the reason when the
+        service finds its trainer gone).
         """
         after = last_event_id
         run_id = detail["id"]
@@ -222,12 +241,15 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
             await asyncio.sleep(SHARED_SECONDS)
 
     def control(action: str):  # noqa: ANN202 - a route handler
-        def handler(detail: Annotated[dict[str, Any], Depends(known_run)]) -> ControlAccepted:
+        def handler(run_id: Annotated[str, PathParam(max_length=200)]) -> ControlAccepted:
+            watch.check()  # a trainer that died since the last check is found now
+            detail = run_detail(run_id)
             if detail["status"] not in LIVE:
-                raise HTTPException(409, f"run {detail['id']!r} is {detail['status']}; only a running or "
+                reason = f" ({detail['exit_reason']})" if detail["exit_reason"] else ""
+                raise HTTPException(409, f"run {run_id!r} is {detail['status']}{reason}; only a running or "
                                          "paused run takes controls")
-            store.request_control(detail["id"], action)
-            return ControlAccepted(run_id=detail["id"], action=action,
+            store.request_control(run_id, action)
+            return ControlAccepted(run_id=run_id, action=action,
                                    detail="the trainer acts on it at its next step boundary")
         handler.__doc__ = f"Ask a live run to {action} at its next step boundary (needs the token)."
         return handler
@@ -244,12 +266,31 @@ def create_app(runs_dir: Path, token: str | None = None, public_reads: bool = Fa
         """Prometheus text format: per-run gauges (queries/s, accuracy, loss, link errors, round trips)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/openapi.json", dependencies=reads, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=reads, include_in_schema=False)
+    def docs(token_param: Annotated[str | None, Query(alias="token")] = None) -> HTMLResponse:
+        query = f"?token={quote(token_param)}" if token_param else ""
+        return get_swagger_ui_html(openapi_url=f"/openapi.json{query}", title="hil API")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard() -> HTMLResponse:
         return HTMLResponse(files("hil").joinpath("dashboard/index.html").read_text())
 
     app.mount("/static", StaticFiles(directory=str(files("hil").joinpath("dashboard"))), name="static")
     return app
+
+
+async def _watch_forever(watch: Watch) -> None:
+    """Check the live runs' trainers every :data:`WATCH_SECONDS` until cancelled."""
+    while True:
+        try:
+            await asyncio.to_thread(watch.check)
+        except sqlite3.Error as err:  # a busy store: the next check tries again
+            log.warning("could not check the live runs: %s", err)
+        await asyncio.sleep(WATCH_SECONDS)
 
 
 class _StoreCollector:

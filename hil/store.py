@@ -2,7 +2,8 @@
 control requests. Trainers write as they go; the service and any number of readers read at once.
 
 A run that was ``running`` or ``paused`` when its process died is marked ``failed`` the next
-time the store is opened (its pid is gone), so a crash leaves a consistent store.
+time the store is opened (its pid is gone), so a crash leaves a consistent store; a running
+service notices sooner, from the trainer's heartbeat (:mod:`hil.liveness`).
 """
 
 import csv
@@ -38,6 +39,7 @@ CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
 CREATE TABLE IF NOT EXISTS counters (
     run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, time REAL NOT NULL,
     PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS heartbeats (run_id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS controls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, action TEXT NOT NULL,
     time REAL NOT NULL, done REAL);
@@ -68,7 +70,8 @@ class Event:
     data: dict[str, Any]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,6 +153,30 @@ class RunStore:
             db.execute("UPDATE runs SET status = ?, stopped = ?, exit_reason = ? WHERE id = ?",
                        (status, stopped, reason, run_id))
 
+    def beat(self, run_id: str) -> str | None:
+        """Write the run's heartbeat while it is live; returns its status (None for an unknown run)."""
+        with self._db() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None and row["status"] in LIVE:
+                db.execute("INSERT INTO heartbeats (run_id, time) VALUES (?, ?) ON CONFLICT (run_id)"
+                           " DO UPDATE SET time = excluded.time", (run_id, time.time()))
+        return None if row is None else str(row["status"])
+
+    def mark_failed(self, run_id: str, pid: int, reason: str) -> bool:
+        """Mark a run live in process ``pid`` failed, with a ``failed`` event giving the reason.
+
+        False if it is not live, or was resumed by another process meanwhile.
+        """
+        now = time.time()
+        with self._db() as db:
+            if not db.execute("UPDATE runs SET status = 'failed', stopped = ?, exit_reason = ? WHERE id = ?"
+                              " AND pid = ? AND status IN ('running', 'paused')", (now, reason, run_id, pid)).rowcount:
+                return False
+            db.execute("INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, 'failed', ?)",
+                       (run_id, now, json.dumps({"reason": reason})))
+            db.execute("UPDATE controls SET done = ? WHERE run_id = ? AND done IS NULL", (now, run_id))
+        return True
+
     def take_control(self, run_id: str) -> str | None:
         """The oldest pending control request of a run, marked done; None when there is none.
 
@@ -168,17 +195,9 @@ class RunStore:
     def mark_dead_runs(self) -> list[str]:
         """Mark live runs of this host whose process is gone as failed; returns their ids."""
         host = socket.gethostname()
-        dead = []
-        with self._db() as db:
-            for row in db.execute("SELECT id, pid FROM runs WHERE status IN ('running', 'paused') AND host = ?",
-                                  (host,)).fetchall():
-                if not _pid_alive(row["pid"]):
-                    dead.append(row["id"])
-            for run_id in dead:
-                db.execute("UPDATE runs SET status = 'failed', stopped = ?, exit_reason = ? WHERE id = ?",
-                           (time.time(), "the training process ended without closing the run (crash or kill)",
-                            run_id))
-        return dead
+        reason = "the training process {} on {} ended without closing the run (killed or crashed)"
+        return [run["id"] for run in self.live_runs() if run["host"] == host and not pid_alive(run["pid"])
+                and self.mark_failed(run["id"], run["pid"], reason.format(run["pid"], host))]
 
     # ----------------------------------------------------------------- reads (service)
 
@@ -186,6 +205,13 @@ class RunStore:
         """Ask a live run to stop, pause or resume at its next step boundary."""
         with self._db() as db:
             db.execute("INSERT INTO controls (run_id, action, time) VALUES (?, ?, ?)", (run_id, action, time.time()))
+
+    def live_runs(self) -> list[dict[str, Any]]:
+        """Running and paused runs: id, pid, host and ``beat`` (last heartbeat, else the run's start)."""
+        with self._db(write=False) as db:
+            return [dict(r) for r in db.execute(
+                "SELECT runs.id, pid, host, COALESCE(heartbeats.time, started) AS beat FROM runs LEFT JOIN"
+                " heartbeats ON heartbeats.run_id = runs.id WHERE status IN ('running', 'paused')").fetchall()]
 
     def runs(self) -> list[dict[str, Any]]:
         with self._db(write=False) as db:
@@ -208,6 +234,13 @@ class RunStore:
             rows = db.execute("SELECT id, step, epoch, name, value, time FROM metrics WHERE run_id = ? AND id > ?"
                               " ORDER BY id LIMIT ?", (run_id, since, limit)).fetchall()
         return [Metric(**dict(r)) for r in rows]
+
+    def newest_metrics(self, run_id: str, count: int) -> list[Metric]:
+        """The newest ``count`` metric rows of a run, oldest first."""
+        with self._db(write=False) as db:
+            rows = db.execute("SELECT id, step, epoch, name, value, time FROM metrics WHERE run_id = ?"
+                              " ORDER BY id DESC LIMIT ?", (run_id, count)).fetchall()
+        return [Metric(**dict(r)) for r in reversed(rows)]
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         """The newest value of every metric name of a run."""

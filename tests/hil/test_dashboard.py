@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import threading
 from pathlib import Path
 
@@ -10,16 +9,10 @@ from playwright.sync_api import sync_playwright
 
 from hil.config import build_config
 from hil.runs import RunFolder
-from hil.serving import serve_in_thread
+from hil.serving import listen, serve_in_thread
 from hil.trainer import Trainer
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_dashboard_follows_a_live_run_and_its_stop_button_stops_it(tmp_path):
@@ -28,9 +21,9 @@ def test_dashboard_follows_a_live_run_and_its_stop_button_stops_it(tmp_path):
     result = {}
     thread = threading.Thread(target=lambda: result.update(trainer.fit()), daemon=True)
     thread.start()
-    port = _free_port()
-    server = serve_in_thread(tmp_path, "127.0.0.1", port, "tok")
-    try:
+    listener = listen("127.0.0.1", 0)
+    port = listener[1].port
+    with serve_in_thread(tmp_path, listener, "tok"):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -55,8 +48,6 @@ def test_dashboard_follows_a_live_run_and_its_stop_button_stops_it(tmp_path):
             events = page.text_content("#events")
             browser.close()
         thread.join(timeout=30)
-    finally:
-        server.should_exit = True
     assert result["status"] == "stopped"
     assert (tmp_path / "live" / "checkpoint.pt").exists()
     assert "started" in events and "stopped" in events

@@ -3,10 +3,13 @@
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Mount
 
+from hil.access import OPEN_PATHS
 from hil.config import build_config
 from hil.runs import RunFolder
 from hil.service import create_app
@@ -117,11 +120,19 @@ def test_pause_resume_and_stop_reach_the_trainer_at_a_step_boundary(tmp_path, cl
     ("post", "/api/runs/ghost/pause", AUTH, 404, "no run 'ghost'"),
     ("get", "/api/runs/run/metrics?since=-1", AUTH, 422, "greater than or equal to 0"),
     ("get", "/api/runs/run/metrics?since=abc", AUTH, 422, "valid integer"),
+    ("get", "/api/runs/run/metrics?since=9223372036854775808", AUTH, 422, "less than or equal to 9223372036854775807"),
+    ("get", "/api/runs/run/metrics?since=9223372036854775807", AUTH, 200, '"rows": []'),
+    ("get", "/api/runs/run/metrics?limit=0", AUTH, 422, "greater than or equal to 1"),
+    ("get", "/api/runs/run/events", {**AUTH, "Last-Event-ID": str(2**63)}, 422, "less than or equal to"),
+    ("get", "/api/runs?token=%C3%A9", {}, 403, "wrong token"),
+    ("get", "/api/runs", {"Authorization": "Bearer é".encode()}, 403, "wrong token"),
+    ("get", "/api/runs", {"Authorization": b"Bearer \xff\xfe"}, 403, "wrong token"),
+    ("post", "/api/runs/run/stop?token=%F0%9F%94%91", {}, 403, "wrong token"),
 ])
 def test_bad_requests_get_the_right_status_and_a_clear_message(tmp_path, client, method, path, headers, code, needle):
     _trainer(tmp_path, epochs=1).fit()
     response = getattr(client, method)(path, headers=headers)
-    assert response.status_code == code
+    assert response.status_code == code, response.text
     assert needle in json.dumps(response.json())
 
 
@@ -133,10 +144,64 @@ def test_public_reads_open_reads_but_not_controls(tmp_path):
 
 
 def test_the_openapi_document_lists_every_endpoint_with_response_models(client):
-    doc = client.get("/openapi.json").json()
+    doc = client.get("/openapi.json", headers=AUTH).json()
     paths = set(doc["paths"])
     assert {"/api/status", "/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/metrics",
             "/api/runs/{run_id}/events", "/api/runs/{run_id}/stop", "/api/runs/{run_id}/pause",
             "/api/runs/{run_id}/resume", "/metrics"} <= paths
     assert {"ServiceStatus", "RunSummary", "RunDetail", "MetricsPage", "ControlAccepted"} <= set(
         doc["components"]["schemas"])
+
+
+def test_only_the_dashboard_page_and_its_files_are_open_without_the_token(tmp_path, client):
+    _trainer(tmp_path, epochs=1).fit()
+    assert OPEN_PATHS == ("/", "/static")
+    routes = client.app.routes
+    assert {"/docs", "/openapi.json", "/metrics", "/api/status"} <= {r.path for r in routes}
+    assert "/redoc" not in {r.path for r in routes}
+    for route in routes:
+        url = route.path.replace("{run_id}", "run") + ("/app.js" if isinstance(route, Mount) else "")
+        response = client.request("POST" if "POST" in getattr(route, "methods", ()) else "GET", url)
+        if route.path in OPEN_PATHS:
+            assert response.status_code == 200, route.path
+        else:
+            assert response.status_code == 401 and "needs the service token" in response.json()["detail"], route.path
+    assert client.get("/docs?token=" + TOKEN).status_code == 200
+    assert client.get("/openapi.json?token=" + TOKEN).json()["info"]["title"] == "hil"
+    assert "Open without the token: `/` and `/static`" in client.get("/openapi.json", headers=AUTH).json()["info"][
+        "description"]
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "Open without the token: `/` (the dashboard page) and `/static/` (its script and style)" in readme
+
+
+def test_public_reads_also_open_the_api_documentation(tmp_path):
+    client = TestClient(create_app(tmp_path, TOKEN, public_reads=True))
+    assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
+
+
+def test_fifty_dashboards_share_the_store_reads_of_the_run_they_watch(tmp_path, monkeypatch):
+    _trainer(tmp_path, epochs=1).fit()
+    monkeypatch.setattr("hil.service.SHARED_SECONDS", 600.0)  # one sharing interval, however slow the machine
+    client = TestClient(create_app(tmp_path, TOKEN))
+    store = client.app.state.store
+    reads = {"run": 0, "metrics": 0}
+
+    def counted(name, read):
+        def wrapper(*args, **kwargs):
+            reads[name] += 1
+            return read(*args, **kwargs)
+        return wrapper
+
+    store.run = counted("run", store.run)
+    store.metrics = counted("metrics", store.metrics)
+    store.newest_metrics = counted("metrics", store.newest_metrics)
+    rows = client.get("/api/runs/run/metrics", headers=AUTH).json()["rows"]
+    cursors = [rows[i * len(rows) // 50]["id"] for i in range(50)]
+    pages = []
+    for since in cursors:  # each dashboard at its own cursor, all within one sharing interval
+        detail = client.get("/api/runs/run", headers=AUTH).json()
+        pages.append(client.get(f"/api/runs/run/metrics?since={since}", headers=AUTH).json())
+        assert detail["status"] == "finished"
+    assert reads == {"run": 1, "metrics": 1}
+    for since, page in zip(cursors, pages, strict=True):
+        assert page["rows"] == [r for r in rows if r["id"] > since] and page["next"] == rows[-1]["id"]
