@@ -1,11 +1,12 @@
-"""Seeded noise streams: static, write, read and time.
+"""Seeded noise streams: static, write, read and time, each drawn from a noise source.
 
 Every effect draws from its own generator, keyed by (seed, stream, effect), so the same seed
 reproduces a run bit for bit and switching one effect off leaves every other effect's draws
-unchanged.
+unchanged. Effects draw through a :class:`NoiseSource`.
 """
 
 import zlib
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -13,11 +14,42 @@ import torch
 STREAMS = ("static", "write", "read", "time")
 
 
+class NoiseSource(Protocol):
+    """Where an effect's Gaussian draws come from."""
+
+    def normal(self, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """Draws of N(0, std^2) in a fresh tensor the caller may overwrite."""
+        ...
+
+
+class ExactNoise:
+    """Every value drawn fresh from one torch generator on the CPU (the same stream on every machine),
+    then moved to ``device``."""
+
+    def __init__(self, generator: torch.Generator, device: torch.device | str = "cpu") -> None:
+        self.generator = generator
+        self.device = torch.device(device)
+
+    def normal(self, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
+        draws = torch.randn(shape, generator=self.generator).to(self.device)
+        return draws if isinstance(std, float) and std == 1.0 else draws.mul_(std)
+
+    def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator).to(self.device)
+
+
+def derive_seed(*entropy: int) -> int:
+    """A torch seed from integers, well mixed (neighbouring seeds give unrelated streams)."""
+    state = np.random.SeedSequence(list(entropy)).generate_state(2, dtype=np.uint64)
+    return int(state[0] >> 1)
+
+
 class NoiseStreams:
     """One torch generator per (stream, effect), created on first use."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
         self.seed = seed
+        self.device = torch.device(device)
         self._generators: dict[tuple[str, str], torch.Generator] = {}
 
     def generator(self, stream: str, effect: str) -> torch.Generator:
@@ -25,18 +57,20 @@ class NoiseStreams:
             raise ValueError(f"unknown noise stream {stream!r}; streams are {STREAMS}")
         key = (stream, effect)
         if key not in self._generators:
-            entropy = [self.seed, STREAMS.index(stream), zlib.crc32(effect.encode())]
-            state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint64)
-            self._generators[key] = torch.Generator().manual_seed(int(state[0] >> 1))
+            entropy = (self.seed, STREAMS.index(stream), zlib.crc32(effect.encode()))
+            self._generators[key] = torch.Generator().manual_seed(derive_seed(*entropy))
         return self._generators[key]
 
-    def normal(self, stream: str, effect: str, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
-        """Gaussian draws (on the CPU, so the stream is the same on every machine)."""
-        draws = torch.randn(shape, generator=self.generator(stream, effect))
-        return draws if isinstance(std, float) and std == 1.0 else draws.mul_(std)
+    def source(self, stream: str, effect: str) -> NoiseSource:
+        """The draws of ``effect`` on ``stream``, on the device."""
+        return ExactNoise(self.generator(stream, effect), self.device)
 
-    def uniform(self, stream: str, effect: str, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator(stream, effect))
+    def static(self, effect: str) -> ExactNoise:
+        """Draws made once (faults, per-device variation), on the CPU."""
+        return ExactNoise(self.generator("static", effect))
+
+    def normal(self, stream: str, effect: str, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
+        return self.source(stream, effect).normal(shape, std)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{s}/{e}": g.get_state() for (s, e), g in self._generators.items()}

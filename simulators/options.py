@@ -3,10 +3,14 @@
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class SimOptions(BaseModel):
-    """Common options of ``sim://`` devices, each settable in the URL query."""
+class StrictOptions(BaseModel):
+    """Options that refuse unknown names, so a misspelt URL option fails instead of doing nothing."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class SimOptions(StrictOptions):
+    """Common options of ``sim://`` devices, each settable in the URL query."""
 
     layers: list[int] = Field([64, 256, 256], description="widths, input first: 64,256,256 is two layers")
     max_batch: int = Field(65536, gt=0)

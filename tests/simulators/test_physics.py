@@ -7,7 +7,7 @@ import torch
 
 from devices import DeviceURLError, Perturbation, open_device
 from simulators import CrossbarOptions, SimulatedCrossbar
-from simulators.crossbar import _pcm_sigma
+from simulators.crossbar.programming import pcm_sigma
 
 
 def _device(layers, **physics) -> SimulatedCrossbar:
@@ -102,7 +102,7 @@ def test_programming_noise_sigma(model):
     w = device.forward(_constant([1, n], 0.0), torch.ones(1, 1))[0][0]
     span = 1 - 1 / 25
     g_min = torch.tensor(1 / 25)
-    per_device = 0.03 if model == "percent" else _pcm_sigma(g_min).item()
+    per_device = 0.03 if model == "percent" else pcm_sigma(g_min).item()
     assert w.std().item() == pytest.approx(math.sqrt(2) * per_device / span, rel=0.05)
 
 
