@@ -2,16 +2,22 @@
 
 Every effect draws from its own generator, keyed by (seed, stream, effect), so the same seed
 reproduces a run bit for bit and switching one effect off leaves every other effect's draws
-unchanged. Effects draw through a :class:`NoiseSource`.
+unchanged. The ``noise`` option picks the source behind the write, read and time streams:
+``exact`` (the default) draws every value fresh from the effect's generator; ``bank`` slices a
+seeded buffer of standard normals at offsets and signs drawn from that generator
+(:mod:`simulators.bank`). Static draws (faults, per-device variation) are exact in both modes.
 """
 
 import zlib
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 
+from simulators.bank import BankNoise, NoiseBank
+
 STREAMS = ("static", "write", "read", "time")
+NoiseMode = Literal["exact", "bank"]
 
 
 class NoiseSource(Protocol):
@@ -19,6 +25,11 @@ class NoiseSource(Protocol):
 
     def normal(self, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Draws of N(0, std^2) in a fresh tensor the caller may overwrite."""
+        ...
+
+    def add_normal(self, t: torch.Tensor, std: float | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``t`` + N(0, std^2) per value (``std`` a float or broadcasting to ``t``), into ``out`` or a
+        fresh tensor."""
         ...
 
 
@@ -34,6 +45,14 @@ class ExactNoise:
         draws = torch.randn(shape, generator=self.generator).to(self.device)
         return draws if isinstance(std, float) and std == 1.0 else draws.mul_(std)
 
+    def add_normal(self, t: torch.Tensor, std: float | torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        noise = self.normal(tuple(t.shape))
+        if out is None:
+            out = noise  # the draws' own fresh buffer
+        if isinstance(std, float):
+            return torch.add(t, noise, alpha=std, out=out)
+        return torch.addcmul(t, noise, std, out=out)
+
     def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator).to(self.device)
 
@@ -45,12 +64,14 @@ def derive_seed(*entropy: int) -> int:
 
 
 class NoiseStreams:
-    """One torch generator per (stream, effect), created on first use."""
+    """One torch generator per (stream, effect), created on first use, behind the chosen source."""
 
-    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, seed: int, mode: NoiseMode = "exact", device: torch.device | str = "cpu") -> None:
         self.seed = seed
+        self.mode = mode
         self.device = torch.device(device)
         self._generators: dict[tuple[str, str], torch.Generator] = {}
+        self._bank: NoiseBank | None = None
 
     def generator(self, stream: str, effect: str) -> torch.Generator:
         if stream not in STREAMS:
@@ -62,17 +83,24 @@ class NoiseStreams:
         return self._generators[key]
 
     def source(self, stream: str, effect: str) -> NoiseSource:
-        """The draws of ``effect`` on ``stream``, on the device."""
-        return ExactNoise(self.generator(stream, effect), self.device)
+        """The draws of ``effect`` on ``stream``: exact, or from the bank in bank mode (never static draws)."""
+        generator = self.generator(stream, effect)
+        if self.mode == "exact" or stream == "static":
+            return ExactNoise(generator, self.device)
+        if self._bank is None:
+            # keyed apart from every stream's generator (those are keyed by three integers)
+            self._bank = NoiseBank(derive_seed(self.seed, len(STREAMS)), device=self.device)
+        return BankNoise(self._bank, generator)
 
     def static(self, effect: str) -> ExactNoise:
-        """Draws made once (faults, per-device variation), on the CPU."""
+        """Draws made once (faults, per-device variation): exact in every mode, on the CPU."""
         return ExactNoise(self.generator("static", effect))
 
     def normal(self, stream: str, effect: str, shape: tuple[int, ...], std: float | torch.Tensor = 1.0) -> torch.Tensor:
         return self.source(stream, effect).normal(shape, std)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every generator's state; a bank is rebuilt from the seed, so it is not stored."""
         return {f"{s}/{e}": g.get_state() for (s, e), g in self._generators.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -1,6 +1,8 @@
-"""Options every simulated device shares: topology, where it runs, its noise seed."""
+"""Options every simulated device shares: topology, where it runs, its noise seed and source."""
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simulators.noise import NoiseMode
 
 
 class StrictOptions(BaseModel):
@@ -16,6 +18,9 @@ class SimOptions(StrictOptions):
     max_batch: int = Field(65536, gt=0)
     torch_device: str = Field("cpu", description="where the simulation runs: cpu or cuda")
     seed: int = Field(0, ge=0, description="seed of the static, write, read and time noise streams")
+    noise: NoiseMode = Field("exact", description="noise source of the write, read and time streams: exact "
+                                                  "(fresh draws) or bank (slices of a seeded buffer: faster, "
+                                                  "samples reused across draws)")
 
     @field_validator("layers", mode="before")
     @classmethod

@@ -113,7 +113,7 @@ class SimulatedPhotonicMesh(Device):
         )
         self._columns = [clements_columns(m) for m in self._modes]
         self._counters = Counters()
-        self.streams = NoiseStreams(opts.seed, self._dev)
+        self.streams = NoiseStreams(opts.seed, opts.noise, self._dev)
         self.clock = 0.0
         self._walk = [torch.zeros(spec.params[0].shape) for spec in layers]
         self._walk_time = 0.0

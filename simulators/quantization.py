@@ -6,7 +6,7 @@ import torch
 def quantize(t: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
     """Signed uniform quantizer: clip to +-clip, 2**bits - 1 levels including 0."""
     step = clip / (2 ** (bits - 1) - 1)
-    return torch.round(t.clamp(-clip, clip) / step) * step
+    return t.clamp(-clip, clip).div_(step).round_().mul_(step)
 
 
 def quantize_periodic(t: torch.Tensor, bits: int, period: float) -> torch.Tensor:

@@ -67,7 +67,7 @@ class SimulatedCrossbar(Device):
         self._clock = DeviceClock(opts, self._counters)
         self._act = ACTIVATIONS[opts.activation]
         self._act_ = IN_PLACE[opts.activation]
-        self.streams = NoiseStreams(opts.seed, self._dev)
+        self.streams = NoiseStreams(opts.seed, opts.noise, self._dev)
         n_layers = len(self._info.layers)
         shapes = [spec.params[0].shape for spec in self._info.layers]
         self.physics = Pipeline(opts, shapes, self.streams, self._dev)
@@ -123,9 +123,7 @@ class SimulatedCrossbar(Device):
         with torch.no_grad():
             x, known_sums = self._read_rows(layer, x.to(self._dev), params["weight"].to(self._dev))
             v = perturbation.vectors(spec, self._dev)
-            reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
-            largest = max(_largest_magnitude(t) for t in params.values())
-            if self.physics.writes_land_exactly and largest + reach <= 1.0 + 1e-6:
+            if self.physics.writes_land_exactly and _nothing_clips(params, v, perturbation):
                 # Writes land exactly and nothing clips; the array's product is linear in its
                 # conductances: (W +- eps V) x = W x +- eps V x, so P direction products serve 2P queries.
                 along = split_chunks(spec, v)
@@ -208,7 +206,7 @@ class SimulatedCrossbar(Device):
         self._clock.now += seconds
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue bit for bit ."""
+        """Everything a resumed run needs to continue bit for bit (a noise bank is rebuilt from the seed)."""
         return copy.deepcopy({
             "streams": self.streams.state_dict(), "clock": self.clock, "target": self._target,
             "programmed": self._programmed, "written_at": self._written_at,
@@ -283,6 +281,12 @@ class SimulatedCrossbar(Device):
         """Activations per input: the array's outputs, or a conv layer's pooled maps."""
         conv = self._info.layers[layer].conv
         return out if conv is None else assemble(conv, out, batch)
+
+
+def _nothing_clips(params: LayerParams, v: torch.Tensor, perturbation: Perturbation) -> bool:
+    """Whether every parameter stays within [-1, 1] at +-eps along every direction."""
+    reach = perturbation.eps * (1.0 if perturbation.distribution == "rademacher" else _largest_magnitude(v))
+    return max(_largest_magnitude(t) for t in params.values()) + reach <= 1.0 + 1e-6
 
 
 def _largest_magnitude(t: torch.Tensor) -> float:

@@ -64,9 +64,5 @@ class ProgrammingNoise:
     def __call__(self, layer: int, w: torch.Tensor, sigma_at: torch.Tensor, owned: bool) -> torch.Tensor:
         """``w`` as written; ``sigma_at`` gives the weights whose sigma applies (a batch of perturbed
         writes uses its base weights: eps moves sigma by about 1 %)."""
-        sigma = self.sigma(sigma_at)
-        noise = self.noise.normal(tuple(w.shape))
-        # into the noise's own fresh buffer: the target is never touched
-        if isinstance(sigma, float):
-            return torch.add(w, noise, alpha=sigma, out=noise).clamp_(-1, 1)
-        return torch.addcmul(w, noise, sigma, out=noise).clamp_(-1, 1)
+        # into a fresh tensor: the target is never touched
+        return self.noise.add_normal(w, self.sigma(sigma_at)).clamp_(-1, 1)

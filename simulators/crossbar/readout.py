@@ -48,8 +48,7 @@ class ReadNoise:
         tiles = sums.shape[-3]
         xt = torch.nn.functional.pad(rows, (0, tiles * per_tile - rows.shape[-1])).reshape(len(rows), tiles, per_tile)
         scale = self.sigma * xt.square().sum(-1).sqrt().T.unsqueeze(-1)
-        noise = self.noise.normal(tuple(sums.shape))
-        return sums.addcmul_(noise, scale) if owned else torch.addcmul(sums, noise, scale)
+        return self.noise.add_normal(sums, scale, out=sums if owned else None)
 
 
 class OutputNoise:
@@ -65,8 +64,7 @@ class OutputNoise:
         return options.output_noise > 0
 
     def __call__(self, sums: torch.Tensor, rows: torch.Tensor, owned: bool) -> torch.Tensor:
-        noise = self.noise.normal(tuple(sums.shape))
-        return torch.add(sums, noise, alpha=self.sigma, out=sums if owned else None)
+        return self.noise.add_normal(sums, self.sigma, out=sums if owned else None)
 
 
 class ADC:
