@@ -22,19 +22,16 @@ from pydantic import Field
 
 from devices.info import Capabilities, DeviceInfo, LayerSpec, ParamSpec
 from devices.interface import Counters, Device, LayerParams, Perturbation, check_params, clip_to_bounds
-from simulators.crossbar import quantize
 from simulators.noise import NoiseStreams
-from simulators.options import SimOptions
+from simulators.options import SimOptions, StrictOptions
+from simulators.quantization import quantize, quantize_periodic
 
 TWO_PI = 2 * math.pi
 
 
-class PhotonicOptions(SimOptions):
-    """Options of ``sim://photonic``, each settable in the URL query."""
+class PhotonicPhysics(StrictOptions):
+    """The mesh's physics: what a photonic preset sets (all off by default)."""
 
-    layers: list[int] = Field([64, 64, 64], description="widths, input first")
-    chunks: int = Field(0, ge=0, description="phase chunks per layer, queried one at a time "
-                        "(0: one per mode); must divide modes * (modes - 1)")
     phase_bits: int = Field(0, ge=0, le=24, description="phase DAC resolution over 2 pi (0: exact)")
     phase_bias: bool = Field(False, description="static phase offset U[0, 2 pi) per shifter (uncalibrated)")
     gain_variation: float = Field(0.0, ge=0, description="relative thermo-optic efficiency spread")
@@ -48,6 +45,14 @@ class PhotonicOptions(SimOptions):
     adc_clip: float = Field(8.0, gt=0, description="ADC full scale, intensity units")
     write_seconds: float = Field(0.0, ge=0, description="thermo-optic settle time per write")
     read_seconds: float = Field(0.0, ge=0, description="time of one read (one input vector)")
+
+
+class PhotonicOptions(PhotonicPhysics, SimOptions):
+    """Options of ``sim://photonic``, each settable in the URL query."""
+
+    layers: list[int] = Field([64, 64, 64], description="widths, input first")
+    chunks: int = Field(0, ge=0, description="phase chunks per layer, queried one at a time "
+                        "(0: one per mode); must divide modes * (modes - 1)")
 
 
 def clements_columns(modes: int) -> list[torch.Tensor]:
@@ -108,7 +113,7 @@ class SimulatedPhotonicMesh(Device):
         )
         self._columns = [clements_columns(m) for m in self._modes]
         self._counters = Counters()
-        self.streams = NoiseStreams(opts.seed)
+        self.streams = NoiseStreams(opts.seed, opts.noise, self._dev)
         self.clock = 0.0
         self._walk = [torch.zeros(spec.params[0].shape) for spec in layers]
         self._walk_time = 0.0
@@ -181,17 +186,17 @@ class SimulatedPhotonicMesh(Device):
         effective = self._effective_phases(layer, phases)
         if opts.phase_noise > 0:
             effective = effective + self.streams.normal("read", f"phase/{layer}", tuple(effective.shape),
-                                                        opts.phase_noise).to(self._dev)
+                                                        opts.phase_noise)
         loss = 10 ** (-opts.insertion_loss_db / 20)
         field = self._inject(layer, x).expand(queries, *x.shape[:-1], self._modes[layer])
         out = propagate(field, effective[..., 0], effective[..., 1], self._columns[layer], loss)
         intensity = out[..., :spec.outputs].abs().square()
         if opts.shot_noise > 0:
             intensity = intensity + opts.shot_noise * intensity.sqrt() * self.streams.normal(
-                "read", "shot", tuple(intensity.shape)).to(self._dev)
+                "read", "shot", tuple(intensity.shape))
         if opts.thermal_noise > 0:
             intensity = intensity + self.streams.normal("read", "thermal", tuple(intensity.shape),
-                                                        opts.thermal_noise).to(self._dev)
+                                                        opts.thermal_noise)
         # the receiver's transimpedance gain undoes the mesh's nominal loss (N columns of MZIs),
         # amplifying detector noise with the signal, so the ADC range matches a lossless mesh
         intensity = intensity * 10 ** (opts.insertion_loss_db * self._modes[layer] / 10)
@@ -206,8 +211,7 @@ class SimulatedPhotonicMesh(Device):
         opts = self.options
         static = self._static[layer]
         if opts.phase_bits:
-            step = TWO_PI / 2 ** opts.phase_bits
-            phases = torch.round(phases / step) % 2 ** opts.phase_bits * step
+            phases = quantize_periodic(phases, opts.phase_bits, TWO_PI)
         if opts.gain_variation > 0:
             phases = phases * static["gain"]
         if opts.crosstalk > 0:
@@ -229,7 +233,7 @@ class SimulatedPhotonicMesh(Device):
             return
         for i, walk in enumerate(self._walk):
             walk += self.streams.normal("time", f"walk/{i}", tuple(walk.shape),
-                                        self.options.thermal_walk * math.sqrt(elapsed))
+                                        self.options.thermal_walk * math.sqrt(elapsed)).cpu()
         self._walk_time = self.clock
 
     def _inject(self, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -241,10 +245,10 @@ class SimulatedPhotonicMesh(Device):
         shape = spec.params[0].shape
         out = {}
         if self.options.gain_variation > 0:
-            out["gain"] = (1 + self.streams.normal("static", f"gain/{layer}", shape,
-                                                   self.options.gain_variation)).to(self._dev)
+            out["gain"] = (1 + self.streams.static(f"gain/{layer}").normal(shape,
+                                                                           self.options.gain_variation)).to(self._dev)
         if self.options.phase_bias:
-            out["bias"] = (self.streams.uniform("static", f"bias/{layer}", shape) * TWO_PI).to(self._dev)
+            out["bias"] = (self.streams.static(f"bias/{layer}").uniform(shape) * TWO_PI).to(self._dev)
         return out
 
     def _tick(self, seconds: float) -> None:

@@ -37,9 +37,10 @@ def test_phase_dac_gives_two_to_the_bits_levels():
     assert device.info().layers[0].params[0].resolution == pytest.approx(2 * math.pi / 2 ** bits)
 
 
-def test_phase_noise_sigma_per_read():
+@pytest.mark.parametrize("noise", ["exact", "bank"])
+def test_phase_noise_sigma_per_read(noise):
     sigma = 0.02
-    device = SimulatedPhotonicMesh(PhotonicOptions(layers=[4, 4], phase_noise=sigma))
+    device = SimulatedPhotonicMesh(PhotonicOptions(layers=[4, 4], phase_noise=sigma, noise=noise))
     eff = device._effective_phases(0, torch.zeros(1, 6, 2))
     noisy = [device.streams.normal("read", "phase/0", (1, 6, 2), sigma) for _ in range(2000)]
     assert torch.cat(noisy).std().item() == pytest.approx(sigma, rel=0.05) and eff.abs().max() == 0
@@ -66,9 +67,10 @@ def test_mesh_chunks_are_queried_one_at_a_time():
         open_device("sim://photonic?layers=6,4&chunks=7")
 
 
-def test_silicon_preset_is_seeded_and_reproducible():
+@pytest.mark.parametrize("noise", ["exact", "bank"])
+def test_silicon_preset_is_seeded_and_reproducible(noise):
     def run(seed):
-        device = open_device(f"sim://photonic?preset=silicon&layers=8,8,4&seed={seed}")
+        device = open_device(f"sim://photonic?preset=silicon&layers=8,8,4&seed={seed}&noise={noise}")
         phases = [{"phases": torch.full(p.params[0].shape, 1.0)} for p in device.info().layers]
         return device.forward(phases, torch.rand(5, 8, generator=torch.Generator().manual_seed(0)))
     a, b, c = run(1), run(1), run(2)

@@ -1,4 +1,7 @@
-"""Each physics effect, on alone, matches its configured statistic (fixed seeds, >= 1e4 samples)."""
+"""Each physics effect, on alone, matches its configured statistic (fixed seeds, >= 1e4 samples).
+
+Every statistic holds with either noise source: the exact per-draw generator and the noise bank.
+"""
 
 import math
 
@@ -7,11 +10,16 @@ import torch
 
 from devices import DeviceURLError, Perturbation, open_device
 from simulators import CrossbarOptions, SimulatedCrossbar
-from simulators.crossbar import _pcm_sigma
+from simulators.crossbar.programming import pcm_sigma
 
 
-def _device(layers, **physics) -> SimulatedCrossbar:
-    return SimulatedCrossbar(CrossbarOptions(layers=layers, activation="identity", **physics))
+@pytest.fixture(params=["exact", "bank"])
+def noise(request) -> str:
+    return request.param
+
+
+def _device(layers, noise="exact", **physics) -> SimulatedCrossbar:
+    return SimulatedCrossbar(CrossbarOptions(layers=layers, activation="identity", noise=noise, **physics))
 
 
 def _constant(layers, value):
@@ -32,9 +40,16 @@ def test_every_effect_off_is_the_ideal_computation_even_with_tiles():
     assert torch.allclose(device.forward(params, x)[0], _ideal(params, x), atol=1e-5)
 
 
-def test_read_noise_sigma():
+def test_ir_drop_attenuates_rows_linearly_within_each_tile():
+    device = _device([8, 1], tile_rows=4, ir_drop=0.3)
+    out = device.forward(_constant([8, 1], 1.0), torch.eye(8))[0].flatten() * math.sqrt(8)
+    want = torch.tensor([1 - 0.3 * (row % 4) / 3 for row in range(8)])
+    assert torch.allclose(out, want, atol=1e-6)
+
+
+def test_read_noise_sigma(noise):
     sigma = 0.02
-    device = _device([100, 100], read_noise=sigma)
+    device = _device([100, 100], noise, read_noise=sigma)
     gen = torch.Generator().manual_seed(1)
     params = [{"weight": torch.rand(100, 100, generator=gen) * 2 - 1, "bias": torch.zeros(100)}]
     x = torch.rand(200, 100, generator=gen)
@@ -44,15 +59,15 @@ def test_read_noise_sigma():
     assert abs(normalized.mean().item()) < 3 * sigma / math.sqrt(normalized.numel())
 
 
-def test_output_noise_sigma_and_adc_levels():
-    device = _device([64, 100], output_noise=0.3)
+def test_output_noise_sigma_and_adc_levels(noise):
+    device = _device([64, 100], noise, output_noise=0.3)
     params = _constant([64, 100], 0.1)
     x = torch.rand(200, 64, generator=torch.Generator().manual_seed(2))
     residual = (device.forward(params, x)[0] - _ideal(params, x)) * 8  # back to column-sum units
     assert residual.std().item() == pytest.approx(0.3, rel=0.05)
 
     bits = 4
-    adc = _device([64, 100], adc_bits=bits, adc_clip=2.0)
+    adc = _device([64, 100], noise, adc_bits=bits, adc_clip=2.0)
     gen = torch.Generator().manual_seed(3)
     params = [{"weight": torch.rand(100, 64, generator=gen) * 2 - 1, "bias": torch.zeros(100)}]
     sums = adc.forward(params, torch.rand(200, 64, generator=gen) * 2 - 1)[0] * 8
@@ -61,18 +76,18 @@ def test_output_noise_sigma_and_adc_levels():
     assert sums.abs().max().item() == pytest.approx(2.0, abs=1e-5)  # saturates at the clip
 
 
-def test_dac_quantizes_inputs():
+def test_dac_quantizes_inputs(noise):
     bits = 3
-    device = _device([1, 1], dac_bits=bits)
+    device = _device([1, 1], noise, dac_bits=bits)
     x = torch.linspace(-2, 2, 10_001).unsqueeze(1)
     out = device.forward(_constant([1, 1], 1.0), x)[0]
     assert len(torch.unique(out)) <= 2 ** bits and out.max().item() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("nu_std", [0.0, 0.01])
-def test_drift_slope_in_log_log_is_minus_nu(nu_std):
+def test_drift_slope_in_log_log_is_minus_nu(noise, nu_std):
     nu, t0 = 0.06, 20.0
-    device = _device([100, 100], drift_nu=nu, drift_nu_std=nu_std, drift_t0=t0, read_seconds=5.0)
+    device = _device([100, 100], noise, drift_nu=nu, drift_nu_std=nu_std, drift_t0=t0, read_seconds=5.0)
     params = _constant([100, 100], 0.8)
     x = torch.ones(1, 100)
     times, means = [], []
@@ -85,9 +100,9 @@ def test_drift_slope_in_log_log_is_minus_nu(nu_std):
     assert slope.item() == pytest.approx(-nu, rel=0.05)
 
 
-def test_stuck_at_fractions():
+def test_stuck_at_fractions(noise):
     p_min, p_max, n = 0.02, 0.03, 40_000
-    device = _device([1, n], stuck_at_min=p_min, stuck_at_max=p_max)
+    device = _device([1, n], noise, stuck_at_min=p_min, stuck_at_max=p_max)
     w = device.forward(_constant([1, n], 0.5), torch.ones(1, 1))[0][0]
     # plus device stuck at g_min -> 0, at g_max -> 1; minus device stuck at g_max -> -0.5
     for value, p in ((0.0, p_min), (1.0, p_max), (-0.5, p_max)):
@@ -96,18 +111,18 @@ def test_stuck_at_fractions():
 
 
 @pytest.mark.parametrize("model", ["percent", "pcm"])
-def test_programming_noise_sigma(model):
+def test_programming_noise_sigma(noise, model):
     n = 20_000
-    device = _device([1, n], prog_noise=model, prog_noise_percent=3.0, on_off_ratio=25.0)
+    device = _device([1, n], noise, prog_noise=model, prog_noise_percent=3.0, on_off_ratio=25.0)
     w = device.forward(_constant([1, n], 0.0), torch.ones(1, 1))[0][0]
     span = 1 - 1 / 25
     g_min = torch.tensor(1 / 25)
-    per_device = 0.03 if model == "percent" else _pcm_sigma(g_min).item()
+    per_device = 0.03 if model == "percent" else pcm_sigma(g_min).item()
     assert w.std().item() == pytest.approx(math.sqrt(2) * per_device / span, rel=0.05)
 
 
-def test_noise_is_redrawn_only_on_writes():
-    device = _device([1, 10_000], prog_noise="percent")
+def test_noise_is_redrawn_only_on_writes(noise):
+    device = _device([1, 10_000], noise, prog_noise="percent")
     params = _constant([1, 10_000], 0.2)
     a = device.forward(params, torch.ones(1, 1))[0]
     assert torch.equal(a, device.forward(params, torch.ones(1, 1))[0])  # no rewrite, same weights
@@ -116,8 +131,8 @@ def test_noise_is_redrawn_only_on_writes():
     assert not torch.equal(a, device.forward(params, torch.ones(1, 1))[0])  # rewritten: new draw
 
 
-def _noisy(url_extra=""):
-    return open_device(f"sim://crossbar?preset=pcm&layers=40,30,10&activation=tanh{url_extra}")
+def _noisy(noise, url_extra=""):
+    return open_device(f"sim://crossbar?preset=pcm&layers=40,30,10&activation=tanh&noise={noise}{url_extra}")
 
 
 def _exercise(device):
@@ -130,15 +145,15 @@ def _exercise(device):
     return outs
 
 
-def test_seeded_runs_reproduce_bit_for_bit():
-    a, b, c = _exercise(_noisy()), _exercise(_noisy()), _exercise(_noisy("&seed=1"))
+def test_seeded_runs_reproduce_bit_for_bit(noise):
+    a, b, c = _exercise(_noisy(noise)), _exercise(_noisy(noise)), _exercise(_noisy(noise, "&seed=1"))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(a[0], c[0])
 
 
-def test_switching_one_effect_off_leaves_the_others_draws_unchanged():
-    with_read = _device([50, 2000], prog_noise="percent", read_noise=0.05, output_noise=0.1)
-    without = _device([50, 2000], prog_noise="percent", read_noise=0.0, output_noise=0.1)
+def test_switching_one_effect_off_leaves_the_others_draws_unchanged(noise):
+    with_read = _device([50, 2000], noise, prog_noise="percent", read_noise=0.05, output_noise=0.1)
+    without = _device([50, 2000], noise, prog_noise="percent", read_noise=0.0, output_noise=0.1)
     params = _constant([50, 2000], 0.3)
     x = torch.ones(3, 50)
     with_read.forward(params, x)
@@ -149,12 +164,12 @@ def test_switching_one_effect_off_leaves_the_others_draws_unchanged():
     assert (diff / math.sqrt(50)).std().item() == pytest.approx(0.05, rel=0.05)
 
 
-def test_state_dict_resumes_bit_for_bit():
-    device = _noisy()
+def test_state_dict_resumes_bit_for_bit(noise):
+    device = _noisy(noise)
     _exercise(device)
     state = device.state_dict()
     after = _exercise(device)
-    fresh = _noisy()
+    fresh = _noisy(noise)
     fresh.load_state_dict(state)
     assert all(torch.equal(u, v) for u, v in zip(after, _exercise(fresh)))
 
@@ -180,8 +195,8 @@ def test_presets_by_url_with_overrides_and_clear_errors():
         open_device("sim://crossbar?preset=pcm&readnoise=0")
 
 
-def test_noisy_perturbation_pairs_match_single_queries_in_distribution():
-    device = open_device("sim://crossbar?preset=rram&layers=64,32,10&activation=tanh")
+def test_noisy_perturbation_pairs_match_single_queries_in_distribution(noise):
+    device = open_device(f"sim://crossbar?preset=rram&layers=64,32,10&activation=tanh&noise={noise}")
     gen = torch.Generator().manual_seed(5)
     params = [{p.name: (torch.rand(p.shape, generator=gen) - 0.5) for p in s.params} for s in device.info().layers]
     x = torch.rand(64, 64, generator=gen)
