@@ -16,6 +16,7 @@ advances with writes, reads and the link, so drift happens between queries as on
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -95,6 +96,10 @@ class CrossbarOptions(SimOptions):
 
     def layer_count(self) -> int:
         return len(self.layers) - 1 + len([t for t in self.conv.split(",") if t.strip()])
+
+    def parameter_count(self) -> int:
+        """Weights and biases of every layer."""
+        return sum(math.prod(p.shape) for spec in self.layer_specs() for p in spec.params)
 
     def layer_specs(self) -> list[LayerSpec]:
         """Conv layers first (from ``conv`` on ``image``), then dense layers of ``layers[1:]``."""
@@ -292,7 +297,7 @@ class SimulatedCrossbar(Device):
         return copy.deepcopy({
             "streams": self.streams.state_dict(), "clock": self.clock, "target": self._target,
             "programmed": self._programmed, "written_at": self._written_at,
-            "layer_writes": self._layer_writes, "counters": self._counters,
+            "layer_writes": self._layer_writes, "counters": asdict(self._counters),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -301,7 +306,7 @@ class SimulatedCrossbar(Device):
         self.clock = state["clock"]
         self._target, self._programmed = state["target"], state["programmed"]
         self._written_at, self._layer_writes = state["written_at"], state["layer_writes"]
-        self._counters = state["counters"]
+        self._counters = Counters(**state["counters"])
         self._last_read = [None] * len(self._info.layers)
 
     # ----------------------------------------------------------------- physics

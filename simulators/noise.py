@@ -42,6 +42,8 @@ class NoiseStreams:
         return {f"{s}/{e}": g.get_state() for (s, e), g in self._generators.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore every stream to ``state``; a stream it does not hold starts afresh when next used."""
+        self._generators = {}
         for key, value in state.items():
             stream, effect = key.split("/", 1)
             self.generator(stream, effect).set_state(value)
