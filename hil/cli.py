@@ -24,6 +24,7 @@ from hil.runs import RunFolder
 
 if TYPE_CHECKING:
     from hil.access import Bound
+    from hil.trainer import Trainer
 
 
 def _widths(text: str) -> list[int]:
@@ -65,8 +66,8 @@ def _timeout(text: str) -> float:
 
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
-    ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000; "
-                        "'' with --conv: conv layers only"),
+    ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000 "
+                        "(crossbar: 256,256; photonic: 64); '' with --conv: conv layers only"),
     ("conv", str, "conv layers of such a device before the hidden ones, e.g. 16c3p2,32c3p2 "
      "(channels c kernel p pool)"),
     ("features", int, "features per conv channel that M sees (a fixed random projection of its map)"),
@@ -74,12 +75,14 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("data-dir", Path, "folder holding the dataset's files (IDX, or CIFAR's python batches)"),
     ("classes", str, "train on these labels only, relabelled 0, 1, ...: 0,6 is a binary task"),
     ("downsample", int, "average-pool images by this factor, e.g. 2: 28x28 to 14x14 (for small meshes)"),
+    ("validation", float, "fraction of the training set held out to choose on (best epoch, rates); 0: none"),
     ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "
      "mf-ad or bp (simulator-only baselines)"),
     ("epochs", int, "epochs to train (with --resume: the new total)"),
     ("batch-size", int, "samples per step"),
     ("lr", float, "learning rate"),
-    ("optimizer", str, "adam or sgd (momentum)"),
+    ("optimizer", str, "adam or sgd (with --momentum)"),
+    ("momentum", float, "SGD momentum"),
     ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
     ("estimator", str, "auto, activity (a bias pair per layer: 3 queries per layer and step) or weight (P random "
      "directions per layer: 1 + 2P queries)"),
@@ -87,7 +90,7 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("budget", str, "fixed, or loss: share the directions' total among layers by their running loss"),
     ("distribution", str, "rademacher, gaussian or sphere"),
     ("combine", str, "mean, or projection onto the span of the directions"),
-    ("eps", float, "perturbation step in parameter units"),
+    ("eps", str, "perturbation step in parameter units, or auto (calibrated at start-up)"),
     ("goodness", str, "softmax (Mono-Forward: cross-entropy of a trained projection) or prototype "
      "(FFzero: hinge on cosine to fixed class prototypes)"),
     ("margin", float, "hinge margin of --goodness prototype"),
@@ -304,7 +307,20 @@ def _train(args: argparse.Namespace) -> int:
         return _train_run(args, listener)
 
 
-def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] | None") -> int:
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM before training began."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _start(args: argparse.Namespace) -> "Trainer":
+    """The run's config and folder, and a trainer ready to fit; a fresh run's folder goes if this fails."""
     from hil.trainer import Trainer
 
     overrides = _overrides(args)
@@ -312,22 +328,34 @@ def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] 
         if args.config is not None:
             raise ConfigError("give either a config file or --resume RUN_DIR, not both")
         run = RunFolder(args.resume)
-        if run.load_checkpoint() is None:
+        if not run.has_checkpoint():
             raise ConfigError(f"{str(args.resume)!r} has no checkpoint to resume from")
         config = run.config(overrides)
     else:
         config = load_config(args.config, overrides) if args.config else build_config(overrides)
         run = RunFolder.create(config)
     try:
-        trainer = Trainer(config, run, progress=not args.no_progress)
-    except (ConfigError, DatasetError, DeviceError):
+        return Trainer(config, run, progress=not args.no_progress)
+    except BaseException:
         if args.resume is None:
             run.discard_if_unstarted()
         raise
+
+
+def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] | None") -> int:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        trainer = _start(args)
+    except Interrupted as err:
+        kept = "no run was started" if args.resume is None else f"{str(args.resume)!r} is as its checkpoint left it"
+        print(f"hil: stopped by {err.signal.name} during start-up; {kept} (exit status {128 + err.signal})",
+              file=sys.stderr)
+        return 128 + err.signal
     if listener is not None:
         from hil.serving import serve_in_thread
 
-        service: AbstractContextManager = serve_in_thread(run.path.parent, listener, args.token)
+        service: AbstractContextManager = serve_in_thread(trainer.run.path.parent, listener, args.token)
     else:
         service = nullcontext()
     print(trainer.rule.summary(), file=sys.stderr)
@@ -339,7 +367,14 @@ def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] 
           f"run in {summary['run_dir']}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
-    return 0 if summary["status"] == "finished" else 130
+    if summary["status"] == "finished":
+        return 0
+    signum = trainer.stop.signum
+    status = 128 + (signum or signal.SIGINT)
+    cause = f"by {signal.Signals(signum).name}" if signum else f"({trainer.stop.reason})"
+    print(f"stopped {cause} at epoch {trainer.epoch + 1} step {trainer.step_in_epoch} with a checkpoint; "
+          f"continue with: hil train --resume {summary['run_dir']} (exit status {status})", file=sys.stderr)
+    return status
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -483,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("hil: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

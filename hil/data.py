@@ -6,6 +6,7 @@ Nothing downloads: digits ship with scikit-learn, other sets come from a folder 
 
 import gzip
 import pickle
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,13 +23,14 @@ DEFAULT_DIRS = {
 }
 # the standard python versions: pickled dicts of uint8 rows (3 x 32 x 32, channel-major) and labels
 CIFAR_FILES = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", 100),
 }
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+IDX_CLASSES = 10  # MNIST and Fashion-MNIST
 
 
 class DatasetError(ValueError):
@@ -146,18 +148,33 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
         )
     parts = {}
     for split, (images, labels) in IDX_FILES.items():
-        x = read_idx(_find(folder, images))
-        y = read_idx(_find(folder, labels))
+        images_path, labels_path = _find(folder, images), _find(folder, labels)
+        x, y = read_idx(images_path), read_idx(labels_path)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DatasetError(f"{name} {split}: images {x.shape} and labels {y.shape} do not match")
+        check_samples(images_path, x, labels_path, y, IDX_CLASSES)
         parts[split] = (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0),
                         torch.from_numpy(y.astype(np.int64)))
-    return Dataset(name, *parts["train"], *parts["test"], int(parts["train"][1].max()) + 1)
+    return Dataset(name, *parts["train"], *parts["test"], IDX_CLASSES)
+
+
+def check_samples(images_path: Path, x: np.ndarray, labels_path: Path, y: np.ndarray, classes: int) -> None:
+    """Refuse a split with no samples, a pixel that is not a finite number or a label outside 0..classes-1."""
+    if len(x) == 0:
+        raise DatasetError(f"{str(images_path)!r} holds no samples; use the complete file")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        at = int(np.argmin(np.isfinite(x).reshape(len(x), -1).all(1)))
+        raise DatasetError(f"{str(images_path)!r}: sample {at} has pixels that are not finite (NaN or inf); "
+                           "fix or drop that sample")
+    bad = np.flatnonzero((y < 0) | (y >= classes))
+    if len(bad):
+        raise DatasetError(f"{str(labels_path)!r}: sample {bad[0]} has label {y[bad[0]]}, and labels must be "
+                           f"0..{classes - 1}; fix the file or use the dataset's own labels")
 
 
 def _cifar(name: str, folder: Path) -> Dataset:
     """CIFAR from its python batches in ``folder`` (or in the archive's own subfolder of it)."""
-    subfolder, train_files, test_files, label_key = CIFAR_FILES[name]
+    subfolder, train_files, test_files, label_key, classes = CIFAR_FILES[name]
     if (folder / subfolder).is_dir():
         folder = folder / subfolder
     if not folder.is_dir():
@@ -175,11 +192,13 @@ def _cifar(name: str, folder: Path) -> Dataset:
             x = np.asarray(batch[b"data"], dtype=np.uint8)
             if x.ndim != 2 or x.shape[1] != 3072 or len(batch[label_key]) != len(x):
                 raise DatasetError(f"{str(path)!r}: expected rows of 3072 values and one label each")
+            y = np.asarray(batch[label_key], dtype=np.int64)
+            check_samples(path, x, path, y, classes)
             xs.append(x)
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            ys.append(y)
         parts.append((torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0),
                       torch.from_numpy(np.concatenate(ys))))
-    return Dataset(name, *parts[0], *parts[1], 10 if name == "cifar10" else 100)
+    return Dataset(name, *parts[0], *parts[1], classes)
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -195,8 +214,12 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into an array, checking its header."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise DatasetError(f"{str(path)!r} cannot be read ({err}); a .gz file may be truncated or not gzip at "
+                           "all: fetch it again") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
         raise DatasetError(f"{str(path)!r} is not an IDX file (bad magic number)")
     ndim = data[3]

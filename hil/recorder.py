@@ -35,6 +35,10 @@ class RunRecorder:
         self.store.start_run(self.run_id, run.path, config, device_url, identity, seed)
         self.heartbeat = Heartbeat(self.store, self.run_id).start()
 
+    def rewind(self, step: int) -> None:
+        """Drop the run's metric rows past ``step``: what a killed trainer logged after its last checkpoint."""
+        self.store.drop_metrics_after(self.run_id, step)
+
     def event(self, kind: str, data: dict[str, Any] | None = None) -> None:
         self.store.log_event(self.run_id, kind, data)
 

@@ -134,6 +134,11 @@ class RunStore:
                            [(run_id, step, epoch, k, float(v), now) for k, v in values.items()])
             db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (now, run_id))
 
+    def drop_metrics_after(self, run_id: str, step: int) -> int:
+        """Delete a run's metric rows past ``step`` (a resumed run's checkpoint); returns how many."""
+        with self._db() as db:
+            return db.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, step)).rowcount
+
     def log_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
         with self._db() as db:
             db.execute("INSERT INTO events (run_id, time, kind, data) VALUES (?, ?, ?, ?)",

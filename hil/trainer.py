@@ -4,7 +4,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -15,25 +17,46 @@ from tqdm import tqdm
 
 from devices.interface import Device
 from devices.registry import open_device, url_options
-from hil.config import TrainConfig
+from hil.config import RESUMABLE, TrainConfig
 from hil.data import Dataset, DatasetError, load_dataset
 from hil.model import MonoForward
 from hil.recorder import RunRecorder
+from hil.resources import IMPRACTICAL_EPOCH_SECONDS, check_memory, duration, host_bytes, parameter_count
 from hil.rules import Rule, make_rule
-from hil.runs import RunFolder
+from hil.runs import CHECKPOINT, CheckpointError, RunFolder
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000
+SIM_HIDDEN = {"crossbar": [256, 256], "photonic": [64]}
+"""Hidden widths of a ``sim://`` device whose URL and config name none: a mesh of N modes has N (N - 1)
+phases, queried chunk by chunk, so the photonic kind gets one small layer."""
+MESH_CHUNKS = 8
+"""Phase chunks of such a photonic device (README's photonic runs use 8), or the most up to 8 that divide."""
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
-def resolve_device_url(url: str, features: int, hidden: list[int], conv: str = "") -> str:
-    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width, ``conv`` and ``hidden``."""
-    if urlsplit(url).scheme != "sim" or "layers" in url_options(url):
+def resolve_device_url(url: str, features: int, hidden: list[int] | None = None, conv: str = "") -> str:
+    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width, ``conv`` and ``hidden``
+    (default :data:`SIM_HIDDEN` of its kind); a photonic one also gets :func:`mesh_chunks` unless it names some."""
+    options = url_options(url)
+    parts = urlsplit(url)
+    if parts.scheme != "sim" or "layers" in options:
         return url
-    layers = ",".join(str(w) for w in [features, *hidden])
-    extra = f"&conv={conv}" if conv and "conv" not in url_options(url) else ""
-    return f"{url}{'&' if urlsplit(url).query else '?'}layers={layers}{extra}"
+    kind = parts.netloc or "crossbar"
+    widths = [features, *(SIM_HIDDEN.get(kind, SIM_HIDDEN["crossbar"]) if hidden is None else hidden)]
+    extra = {"layers": ",".join(map(str, widths))}
+    if conv and "conv" not in options:
+        extra["conv"] = conv
+    if kind == "photonic" and "chunks" not in options:
+        extra["chunks"] = str(mesh_chunks(widths))
+    return f"{url}{'&' if parts.query else '?'}" + "&".join(f"{k}={v}" for k, v in extra.items())
+
+
+def mesh_chunks(widths: list[int]) -> int:
+    """The most chunks up to :data:`MESH_CHUNKS` that divide the N (N - 1) phases of every mesh of ``widths``."""
+    modes = [max(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    return max(c for c in range(1, MESH_CHUNKS + 1) if all(n * (n - 1) % c == 0 for n in modes))
 
 
 def check_fits(device: Device, data: Dataset, url: str) -> None:
@@ -49,13 +72,16 @@ def check_fits(device: Device, data: Dataset, url: str) -> None:
 
 @dataclass
 class StopFlag:
-    """Asked to stop at the next step boundary (Ctrl-C, or a controller)."""
+    """Asked to stop at the next step boundary (Ctrl-C, SIGTERM, or a controller)."""
 
     event: threading.Event = field(default_factory=threading.Event)
     reason: str = ""
+    signum: int | None = None
+    """The signal that asked, if one did."""
 
-    def request(self, reason: str) -> None:
+    def request(self, reason: str, signum: int | None = None) -> None:
         self.reason = reason
+        self.signum = signum
         self.event.set()
 
     @property
@@ -75,6 +101,8 @@ class Trainer:
     """Runs one config to completion (or to a stop request), resuming from a checkpoint."""
 
     def __init__(self, config: TrainConfig, run: RunFolder, progress: bool = True) -> None:
+        """Start-up: data, device, model, rule, and the checkpoint or a calibration. Nothing is written
+        until :meth:`fit`, so a run refused or interrupted here leaves its folder as it was."""
         self.config = config
         self.run = run
         self.progress = progress
@@ -86,11 +114,15 @@ class Trainer:
         self.device = open_device(self.device_url)
         check_fits(self.device, self.data, self.device_url)
         self.info = self.device.info()
+        check_memory(host_bytes(self.info), f"a network of {parameter_count(self.info):,} parameters "
+                     f"({self.device_url})", "use narrower layers (--hidden, or the device URL's layers)")
         self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device,
                                            config.features, config.goodness, config.margin)
         self.rule: Rule = make_rule(self.device, self.model, config)
+        check_memory(host_bytes(self.info) + self.rule.step_bytes(), f"a step of {self.rule.name} with "
+                     f"--directions {config.directions}", "use fewer --directions (P), narrower layers, or "
+                     "--estimator auto where layers allow the activity estimate")
         self.optimizer = self._optimizer()
-        self.scheduler = self._scheduler()
         self.stop = StopFlag()
         self.epoch = 0
         self.step_in_epoch = 0
@@ -102,19 +134,23 @@ class Trainer:
         self.epoch_losses: list[float] = []
         self.on_step: Callable[[Trainer], None] | None = None
         self.on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None
-        """Called with each epoch's metrics row once it is logged."""
+        """Called with each epoch's metrics row once it is committed with its checkpoint."""
         self.calibration: dict[str, Any] | None = None
-        self.recorder = RunRecorder(run, config.model_dump(mode="json"), self.device_url, self.info.identity,
-                                    config.seed)
+        self.recorder: RunRecorder
+        """The run's reports to the store; opened by :meth:`fit`."""
         checkpoint = run.load_checkpoint()
         if checkpoint is not None:
-            self._restore(checkpoint)
-            self.recorder.event("resumed", {**self._where(), **self.rule.report()})
+            self._check_checkpoint(checkpoint)
+        self.epoch_estimate = self._estimate_epoch()
+        """Seconds an epoch is expected to take: from a timed sample of a step at start-up, or the first step."""
+        if checkpoint is not None:
+            self._restore_checked(checkpoint)
         else:
             self.calibration = self.rule.calibrate(self.data.x_train[:config.batch_size].to(config.torch_device),
                                                    self.data.y_train[:config.batch_size].to(config.torch_device))
-            self.recorder.event("started", {"rule": self.rule.summary(), **self.rule.report(),
-                                            "calibration": self.calibration})
+        self.resumed = checkpoint is not None
+        self._saved_steps = self.train_steps if self.resumed else None
+        self.scheduler = self._scheduler()
         self.model.clip_(self.info, self.rule.margin())
         self.rule.constrain_()
 
@@ -125,43 +161,113 @@ class Trainer:
         return torch.optim.SGD(tensors, lr=self.config.lr, momentum=self.config.momentum)
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        """The rate schedule over ``config.epochs``, at the current epoch.
+
+        It starts from the configured rate and is stepped through the epochs already trained, so a
+        run resumed to a new total continues the schedule over that total (a cosine rebuilt over the
+        new number of epochs, at the epoch where the run stands), with the rates an uninterrupted run
+        to that total has from there on.
+        """
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
         if self.config.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.config.epochs)
-        return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+            scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=self.config.epochs)
+        else:
+            scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+        with warnings.catch_warnings():  # replaying the epochs trained: no optimizer step in between
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(self.epoch):
+                scheduler.step()
+        return scheduler
+
+    def _estimate_epoch(self) -> float | None:
+        """Seconds an epoch will take, from the rule's timed sample of a step, named at once when impractical.
+
+        Only on a device that can be rewound (a simulator, left as it was); a bench device would be
+        moved by the sample, so its estimate comes from the run's first step (None until then).
+        """
+        state = self.device.state_dict()
+        if state is None:
+            return None
+        batch = slice(0, self.config.batch_size)
+        step = self.rule.step_seconds(self.data.x_train[batch].to(self.config.torch_device),
+                                      self.data.y_train[batch].to(self.config.torch_device))
+        self.device.load_state_dict(state)
+        return self._check_epoch_time(step, "timed at start")
+
+    def _check_epoch_time(self, step: float, how: str) -> float:
+        """An epoch's seconds at ``step`` seconds a step; an impractical one is named, with what to change."""
+        seconds = step * self.steps_per_epoch()
+        if seconds > IMPRACTICAL_EPOCH_SECONDS:
+            log.warning("%s would take about %s per epoch (%s per step x %d steps, %s); to train in minutes: fewer "
+                        "phase chunks (chunks=8 in a sim://photonic URL), narrower layers (--hidden 64, --downsample "
+                        "4 for 28x28 images), fewer --directions or a larger --batch-size",
+                        self.device_url, duration(seconds), duration(step), self.steps_per_epoch(), how)
+        return seconds
 
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.x_train) // self.config.batch_size)
 
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs; returns the run summary (also written to the folder)."""
+        """Train the remaining epochs; returns the run summary (also written to the folder).
+
+        From here on Ctrl-C and SIGTERM stop the run at the next step boundary with a final checkpoint.
+        """
         log.info("%s on %s (%s)", self.rule.summary(), self.device_url, self.info.identity)
-        previous = signal.getsignal(signal.SIGINT)
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            signal.signal(signal.SIGINT, self._on_sigint)
-        try:
-            while self.epoch < self.config.epochs and not self.stop.requested:
-                self._train_epoch()
-        except BaseException as err:
-            self.recorder.finish("failed", f"{type(err).__name__}: {err}", {"error": f"{type(err).__name__}: {err}"})
-            raise
-        finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
-        status = "stopped" if self.stop.requested else "finished"
-        summary = self.summary(status)
-        self.run.write_summary(summary)
-        self.recorder.counters(self.device)
-        self.recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
-                                                               "epochs": summary["epochs"], "reason": self.stop.reason})
+        with self._stop_on_signals():
+            recorder = self._open_records()
+            try:
+                while self.epoch < self.config.epochs and not self.stop.requested:
+                    self._train_epoch()
+                if self.stop.requested and self._saved_steps != self.train_steps:
+                    self._checkpoint()
+            except BaseException as err:
+                recorder.finish("failed", f"{type(err).__name__}: {err}", {"error": f"{type(err).__name__}: {err}"})
+                raise
+            status = "stopped" if self.stop.requested else "finished"
+            summary = self.summary(status)
+            self.run.write_summary(summary)
+            recorder.counters(self.device)
+            recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
+                                                              "epochs": summary["epochs"], "reason": self.stop.reason})
         return summary
+
+    def _open_records(self) -> RunRecorder:
+        """Open the run's store records where the checkpoint left them (nothing on a fresh start)."""
+        self.recorder = RunRecorder(self.run, self.config.model_dump(mode="json"), self.device_url,
+                                    self.info.identity, self.config.seed)
+        self.recorder.rewind(self.train_steps)
+        self.run.keep_metrics(self.history)
+        if self.resumed:
+            self.recorder.event("resumed", {**self._where(), **self.rule.report()})
+        else:
+            self.recorder.event("started", {"rule": self.rule.summary(), **self.rule.report(),
+                                            "calibration": self.calibration})
+        return self.recorder
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM request a stop at the next step boundary (in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     def _where(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        self.stop.request("interrupted")
-        log.warning("stopping after this step (Ctrl-C again does not hurry it)")
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.request(STOP_SIGNALS[signal.Signals(signum)], signum)
+        log.warning("%s: stopping after this step with a checkpoint (a second signal does not hurry it)",
+                    signal.Signals(signum).name)
 
     def _train_epoch(self) -> None:
         cfg = self.config
@@ -173,8 +279,6 @@ class Trainer:
         while self.step_in_epoch < n_steps:
             if self.stop.requested:
                 bar.close()
-                self._save()
-                self.recorder.event("checkpoint", {**self._where(), "path": str(self.run.path)})
                 return
             idx = order[self.step_in_epoch * cfg.batch_size:(self.step_in_epoch + 1) * cfg.batch_size]
             x = self.data.x_train[idx].to(cfg.torch_device)
@@ -186,6 +290,8 @@ class Trainer:
             self.model.clip_(self.info, self.rule.margin())
             self.rule.constrain_()
             self.train_seconds += time.perf_counter() - started
+            if self.epoch_estimate is None:
+                self.epoch_estimate = self._check_epoch_time(time.perf_counter() - started, "the first step")
             self.train_queries += self.device.counters.queries - queries
             self.train_steps += 1
             self.step_in_epoch += 1
@@ -207,11 +313,9 @@ class Trainer:
                         "val_loss": val.loss})
         ev = self.evaluate()
         row.update({"test_accuracy_final_layer": ev.final_layer, "test_accuracy_cumulative": ev.cumulative,
-                    "test_loss": ev.loss, "device_queries": self.device_queries(), "train_seconds": self.train_seconds})
-        self.history.append(row)
-        self.run.log_metrics(row)
-        self.recorder.epoch(self.train_steps, self.epoch + 1, {k: v for k, v in row.items() if k not in (
-            "epoch", "device_queries")})
+                    "test_loss": ev.loss, "device_queries": self.device_queries(), "train_seconds": self.train_seconds,
+                    "lr": self.optimizer.param_groups[0]["lr"]})
+        self._commit_epoch(row)
         if self.progress:
             seen = "" if "val_loss" not in row else \
                 f"  val final {row['val_accuracy_final_layer']:.4f} cumulative {row['val_accuracy_cumulative']:.4f}"
@@ -219,12 +323,27 @@ class Trainer:
                        f"test final {ev.final_layer:.4f} cumulative {ev.cumulative:.4f}")
         if self.on_epoch is not None:
             self.on_epoch(self, row)
+
+    def _commit_epoch(self, row: dict[str, Any]) -> None:
+        """The epoch's row to metrics.jsonl and the store, then the checkpoint that covers them.
+
+        A crash before the checkpoint is replaced leaves rows past the previous one, which a resume
+        drops (:meth:`_open_records`); after it, everything is committed.
+        """
+        self.history.append(row)
         self.epoch += 1
         self.step_in_epoch = 0
         self.epoch_losses = []
         self.scheduler.step()
+        self.run.log_metrics(row)
+        self.recorder.epoch(self.train_steps, row["epoch"], {k: v for k, v in row.items() if k not in (
+            "epoch", "device_queries")})
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
         self._save()
-        self.recorder.event("checkpoint", {"epoch": self.epoch, "path": str(self.run.path)})
+        self._saved_steps = self.train_steps
+        self.recorder.event("checkpoint", {**self._where(), "path": str(self.run.path)})
 
     def evaluate(self, x_all: torch.Tensor | None = None, y_all: torch.Tensor | None = None) -> Evaluation:
         """Accuracy of the final layer's and the cumulative goodness, and the final layer's loss (default: test set)."""
@@ -246,20 +365,42 @@ class Trainer:
         return Evaluation(correct_final / n, correct_cum / n, loss_sum / n)
 
     def _save(self) -> None:
+        """The run's state as plain data (the rate schedule is rebuilt from the config and the epoch)."""
         self.run.save_checkpoint({
+            "run_fields": self.config.run_fields(), "device_identity": self.info.identity,
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "epoch_losses": self.epoch_losses,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "history": self.history, "train_seconds": self.train_seconds,
             "train_queries": self.train_queries, "train_steps": self.train_steps,
             "device_queries": self.device_queries(), "rule": self.rule.state_dict(),
             "calibration": self.calibration, "device": self.device.state_dict(),
         })
 
+    def _check_checkpoint(self, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint written under another config, on another device or for another network."""
+        path, fix = self.run.path / CHECKPOINT, "it belongs to another run: resume that run, or start a new one"
+        written = state.get("run_fields", {})
+        for name, value in self.config.run_fields().items():
+            if written.get(name) != value:
+                raise CheckpointError(f"{str(path)!r} was written with config field {name!r} = {written.get(name)!r}, "
+                                      f"not {value!r} (a resume may change only {', '.join(RESUMABLE)}); {fix}")
+        if state.get("device_identity") != self.info.identity:
+            raise CheckpointError(f"{str(path)!r} was written on {state.get('device_identity')!r}, not on "
+                                  f"{self.info.identity!r}; {fix}")
+        shapes = [tuple(getattr(t, "shape", ())) for t in state.get("model", {}).get("tensors", [])]
+        if shapes != [tuple(t.shape) for t in self.model.tensors()]:
+            raise CheckpointError(f"{str(path)!r} holds a network of shapes {shapes}, not this device's; {fix}")
+
+    def _restore_checked(self, state: dict[str, Any]) -> None:
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"{str(self.run.path / CHECKPOINT)!r} does not hold a complete run state "
+                                  f"({type(err).__name__}: {err}); it belongs to no run: start a new one") from None
+
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.step_in_epoch = state["step_in_epoch"]
         self.epoch_losses = state["epoch_losses"]

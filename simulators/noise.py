@@ -78,9 +78,11 @@ class NoiseStreams:
             raise ValueError(f"unknown noise stream {stream!r}; streams are {STREAMS}")
         key = (stream, effect)
         if key not in self._generators:
-            entropy = (self.seed, STREAMS.index(stream), zlib.crc32(effect.encode()))
-            self._generators[key] = torch.Generator().manual_seed(derive_seed(*entropy))
+            self._generators[key] = torch.Generator().manual_seed(self._initial_seed(stream, effect))
         return self._generators[key]
+
+    def _initial_seed(self, stream: str, effect: str) -> int:
+        return derive_seed(self.seed, STREAMS.index(stream), zlib.crc32(effect.encode()))
 
     def source(self, stream: str, effect: str) -> NoiseSource:
         """The draws of ``effect`` on ``stream``: exact, or from the bank in bank mode (never static draws)."""
@@ -104,6 +106,13 @@ class NoiseStreams:
         return {f"{s}/{e}": g.get_state() for (s, e), g in self._generators.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore every stream to ``state``; a stream it does not hold starts afresh.
+
+        Generators are reset in place: the effects keep the sources that wrap them.
+        """
+        for (stream, effect), generator in self._generators.items():
+            if f"{stream}/{effect}" not in state:
+                generator.manual_seed(self._initial_seed(stream, effect))
         for key, value in state.items():
             stream, effect = key.split("/", 1)
             self.generator(stream, effect).set_state(value)

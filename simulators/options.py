@@ -1,8 +1,19 @@
 """Options every simulated device shares: topology, where it runs, its noise seed and source."""
 
+import os
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simulators.noise import NoiseMode
+
+STATE_BYTES_PER_PARAMETER = 4 * 4
+"""A simulator's float32 copies of each parameter: the target, what was programmed, static draws, a read."""
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
 
 
 class StrictOptions(BaseModel):
@@ -39,6 +50,18 @@ class SimOptions(StrictOptions):
     def layer_count(self) -> int:
         """Layers of the network these options describe."""
         return len(self.layers) - 1
+
+    def parameter_count(self) -> int:
+        """Parameters of the network these options describe."""
+        raise NotImplementedError
+
+    def check_memory(self) -> None:
+        """Refuse (ValueError) a network whose simulation this machine's memory cannot hold."""
+        needed, have = STATE_BYTES_PER_PARAMETER * self.parameter_count(), physical_memory()
+        if needed > have:
+            raise ValueError(f"a simulated network of {self.parameter_count():,} parameters needs about "
+                             f"{needed / 1e9:,.1f} GB of memory and this machine has {have / 1e9:,.1f} GB; "
+                             "use narrower layers")
 
     @model_validator(mode="after")
     def _some_layer(self) -> "SimOptions":

@@ -15,6 +15,7 @@ per MZI, shot and thermal detector noise, and an ADC.
 
 import copy
 import math
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -45,6 +46,10 @@ class PhotonicPhysics(StrictOptions):
     adc_clip: float = Field(8.0, gt=0, description="ADC full scale, intensity units")
     write_seconds: float = Field(0.0, ge=0, description="thermo-optic settle time per write")
     read_seconds: float = Field(0.0, ge=0, description="time of one read (one input vector)")
+
+    def parameter_count(self) -> int:
+        """Two phases per MZI: N (N - 1) for a mesh of N modes."""
+        return sum(n * (n - 1) for n in map(max, self.layers[:-1], self.layers[1:]))
 
 
 class PhotonicOptions(PhotonicPhysics, SimOptions):
@@ -169,13 +174,13 @@ class SimulatedPhotonicMesh(Device):
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy({"streams": self.streams.state_dict(), "clock": self.clock, "walk": self._walk,
-                              "walk_time": self._walk_time, "counters": self._counters})
+                              "walk_time": self._walk_time, "counters": asdict(self._counters)})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = copy.deepcopy(state)
         self.streams.load_state_dict(state["streams"])
         self.clock, self._walk, self._walk_time = state["clock"], state["walk"], state["walk_time"]
-        self._counters = state["counters"]
+        self._counters = Counters(**state["counters"])
 
     def _evaluate(self, layer: int, phases: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Write Q phase settings (Q, n_mzi, 2) and read each on batch ``x``: (Q, batch, outputs)."""

@@ -29,6 +29,7 @@ def open_sim(url: str) -> Device:
         raise DeviceURLError(f"{url!r}: {err.args[0]}") from None
     options = parse_options(url, options_cls, values, also=("preset",))
     try:
+        options.check_memory()
         return device_cls(options, preset)  # type: ignore[call-arg]
     except ValueError as err:
         raise DeviceURLError(f"{url!r}: {err}") from None

@@ -1,9 +1,13 @@
 """README documents every config field, CLI flag and simulator option."""
 
+import re
 from pathlib import Path
 
 from hil.cli import TRAIN_FLAGS
-from hil.config import TrainConfig
+from hil.config import TrainConfig, build_config
+from hil.data import DatasetError
+from hil.runs import RunFolder
+from hil.trainer import Trainer
 from simulators import CrossbarOptions, PhotonicOptions
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
@@ -44,3 +48,20 @@ def test_readme_installs_the_debian_packages_ci_installs():
     (line,) = [row for row in ci.splitlines() if row.startswith("packages=")]
     test_command = next(row for row in README.splitlines() if row.startswith("apt-get install") and "pytest" in row)
     assert all(package in test_command for package in line.split("=", 1)[1].strip('"').split())
+
+
+def test_every_config_field_has_a_flag():
+    assert {name.replace("-", "_") for name, _, _ in TRAIN_FLAGS} == set(TrainConfig.model_fields)
+
+
+def test_every_simulator_url_in_readme_trains_the_default_job_in_minutes_or_says_why_not(tmp_path):
+    urls = re.findall(r"^\| `(sim://[^`]*)` \|", README, re.MULTILINE)
+    assert len(urls) >= 5
+    for i, url in enumerate(urls):
+        config = build_config({"device": url, "run_dir": tmp_path / str(i)})
+        try:
+            trainer = Trainer(config, RunFolder.create(config), progress=False)
+        except DatasetError as err:
+            assert "use a device whose first layer takes 64" in str(err)
+            continue
+        assert trainer.epoch_estimate < 15 * 60, url  # minutes, with room for a loaded machine

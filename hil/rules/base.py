@@ -1,6 +1,8 @@
 """What every learning rule provides to the trainer."""
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,18 @@ class Rule(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def step_seconds(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Seconds a training step on batch ``(x, y)`` takes, from timing part of it on the device.
+
+        Default: three times a forward (the forward, then autograd or host work of about twice it).
+        """
+        params = self.model.device_params()
+        return 3 * fastest(lambda: self.device.forward(params, x))
+
+    def step_bytes(self) -> int:
+        """Working memory a step needs beyond the model and its optimizer (default: none worth counting)."""
+        return 0
+
     def constrain_(self) -> None:
         """Project the model onto the rule's constraints after each optimizer step (default: none)."""
 
@@ -62,6 +76,16 @@ class Rule(ABC):
     def report(self) -> dict[str, Any]:
         """The rule's own fields for the run summary (how it estimated, at what step and cost)."""
         return {}
+
+
+def fastest(call: Callable[[], object], tries: int = 3) -> float:
+    """Seconds of the fastest of ``tries`` calls (the first pays for warming up)."""
+    times = []
+    for _ in range(tries):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def step_seeds(run_seed: int, step: int, stream: int, count: int) -> tuple[int, ...]:

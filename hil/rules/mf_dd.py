@@ -12,14 +12,19 @@ import torch
 
 from devices.errors import CapabilityError
 from devices.info import LayerSpec
-from devices.interface import Device
+from devices.interface import Device, Perturbation
 from hil.calibration import choose_activity_eps, choose_eps
 from hil.config import TrainConfig
 from hil.estimator import estimate_activity, estimate_layer, estimate_projection, exact_projection_grad
 from hil.model import MonoForward
-from hil.rules.base import Rule, StepOutput, step_seeds
+from hil.rules.base import Rule, StepOutput, fastest, step_seeds
 
 LOSS_DECAY = 0.9  # the ``loss`` budget's running average: about the last 10 steps
+TIMING_EPS = 0.01  # any step: :meth:`MonoForwardDD.step_seconds` times the queries, not their result
+BYTES_PER_DIRECTION_ELEMENT = 64
+"""Peak bytes per element of one layer's P weight-space directions in a step (measured on a crossbar:
+22 for rademacher, 57-65 for gaussian and sphere: the generator's int64 words, the directions, the
+perturbed parameters)."""
 Estimator = Literal["activity", "weight"]
 
 
@@ -123,6 +128,32 @@ class MonoForwardDD(Rule):
             return exact_projection_grad(feat, m, y)
         seeds = step_seeds(cfg.seed, step, len(self.info.layers) + layer, self.directions[layer])
         return estimate_projection(feat, m, y, seeds, self.eps[layer], cfg.distribution, cfg.combine)
+
+    def step_seconds(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """A timed base forward, and per layer one timed query batch of its estimate times the step's count of them
+        (a bias pair; P pairs spliced; or P pairs for one chunk, times the chunks queried one at a time)."""
+        params = self.model.device_params()
+        seconds = fastest(lambda: self.device.forward(params, x))
+        acts = self.device.forward(params, x)
+        for i, (spec, layer_input) in enumerate(zip(self.info.layers, [x, *acts[:-1]])):
+            repeats, perturbation = 1, Perturbation((0,), TIMING_EPS, "bias")
+            if self.estimators[i] == "weight":
+                seeds = step_seeds(self.config.seed, 0, i, self.directions[i])
+                chunk = None if spec.spliceable else 0
+                repeats = 1 if spec.spliceable else spec.n_chunks()
+                perturbation = Perturbation(seeds, TIMING_EPS, self.config.distribution, chunk)
+            seconds += repeats * fastest(partial(self.device.perturbed_pairs, i, params[i], layer_input, perturbation))
+        return seconds
+
+    def step_bytes(self) -> int:
+        """The largest weight-space layer's P directions and perturbed copies; with ``projection``, its Gram solves."""
+        peak = 0
+        for i in self.layers_using("weight"):
+            spec, p = self.info.layers[i], self.directions[i]
+            size = spec.n_chunks() * spec.chunk_size()
+            gram = 3 * 8 * p * p * spec.n_chunks() if self.config.combine == "projection" else 0
+            peak = max(peak, BYTES_PER_DIRECTION_ELEMENT * p * size + gram)
+        return peak
 
     def state_dict(self) -> dict[str, Any]:
         return {"eps": list(self.eps), "estimators": list(self.estimators), "directions": list(self.directions),

@@ -8,6 +8,7 @@ between queries as on a bench.
 
 import copy
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -210,7 +211,7 @@ class SimulatedCrossbar(Device):
         return copy.deepcopy({
             "streams": self.streams.state_dict(), "clock": self.clock, "target": self._target,
             "programmed": self._programmed, "written_at": self._written_at,
-            "layer_writes": self._layer_writes, "counters": self._counters,
+            "layer_writes": self._layer_writes, "counters": asdict(self._counters),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,7 +219,7 @@ class SimulatedCrossbar(Device):
         self.streams.load_state_dict(state["streams"])
         self._target, self._programmed = state["target"], state["programmed"]
         self._written_at, self._layer_writes = state["written_at"], state["layer_writes"]
-        self._counters = state["counters"]
+        self._counters = Counters(**state["counters"])
         self._clock = DeviceClock(self.options, self._counters, state["clock"])
         self._cache.clear()
 

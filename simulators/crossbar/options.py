@@ -39,6 +39,10 @@ class CrossbarOptions(CrossbarPhysics, CrossbarTopology):
     def layer_count(self) -> int:
         return len(self.layers) - 1 + len([t for t in self.conv.split(",") if t.strip()])
 
+    def parameter_count(self) -> int:
+        """Weights and biases of every layer."""
+        return sum(math.prod(p.shape) for spec in self.layer_specs() for p in spec.params)
+
     def layer_specs(self) -> list[LayerSpec]:
         """Conv layers first (from ``conv`` on ``image``), then dense layers of ``layers[1:]``."""
         specs = []

@@ -1,3 +1,9 @@
+import math
+import re
+import signal
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,6 +13,8 @@ from hil.data import DatasetError
 from hil.runs import RunFolder
 from hil.trainer import Trainer, resolve_device_url
 from simulators import SimulatedCrossbar
+
+MINUTES = 15 * 60  # an epoch "in minutes", with room for a loaded 2-core machine (about 30 s when idle)
 
 
 def _trainer(tmp_path, progress=False, **fields):
@@ -192,3 +200,50 @@ def test_activity_eps_sits_above_the_read_noise(tmp_path):
         assert found[noise]["eps"] == pytest.approx(found[noise]["measured_floor"])
     # the measured floor follows the read noise: twice the noise, about twice the step
     assert 1.6 < found[0.4]["eps"] / found[0.2]["eps"] < 2.4
+
+
+def _rates_by_epoch(trainer: Trainer) -> dict[int, float]:
+    """Train, noting the optimizer's rate at every step; each epoch's (one) rate."""
+    seen: dict[int, set[float]] = {}
+    trainer.on_step = lambda t: seen.setdefault(t.epoch + 1, set()).add(t.optimizer.param_groups[0]["lr"])
+    trainer.fit()
+    assert all(len(rates) == 1 for rates in seen.values())
+    return {epoch: rates.pop() for epoch, rates in seen.items()}
+
+
+def test_a_cosine_run_resumed_to_more_epochs_anneals_over_the_new_total(tmp_path):
+    _trainer(tmp_path, epochs=1, hidden=[16], batch_size=256).fit()
+    resumed = _trainer(tmp_path, epochs=3, hidden=[16], batch_size=256)
+    rates = _rates_by_epoch(resumed)
+    assert rates == {e: pytest.approx(0.01 * (1 + math.cos(math.pi * (e - 1) / 3)) / 2) for e in (2, 3)}
+    assert rates == {e: r for e, r in _rates_by_epoch(_trainer(tmp_path / "whole", epochs=3, hidden=[16],
+                                                                batch_size=256)).items() if e > 1}
+    assert [row["lr"] for row in RunFolder(tmp_path / "run").metrics()] == [0.01, rates[2], rates[3]]
+
+
+def test_the_default_photonic_job_trains_an_epoch_in_minutes(tmp_path):
+    config = build_config({"device": "sim://photonic", "run_dir": tmp_path / "run", "epochs": 1})
+    trainer = Trainer(config, RunFolder.create(config), progress=False)
+    assert trainer.device_url == "sim://photonic?layers=64,64&chunks=8"
+    assert trainer.epoch_estimate < MINUTES
+    trainer.on_step = lambda t: t.stop.request("test") if t.train_steps == 3 else None
+    trainer.fit()
+    assert trainer.train_seconds / trainer.train_steps * trainer.steps_per_epoch() < MINUTES
+
+
+def test_an_impractical_device_is_named_at_start_with_its_estimate(tmp_path):
+    url = "sim://photonic?layers=64,256,256"
+    child = subprocess.Popen([sys.executable, "-m", "hil.cli", "train", "--device", url, "--batch-size", "16",
+                              "--no-progress"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not lines or "per epoch" not in lines[-1]:
+            lines.append(child.stderr.readline())
+            assert lines[-1], "".join(lines)
+        found = re.search(r"about (?:(\d+) h )?(\d+) min per epoch", lines[-1])
+        assert url in lines[-1] and found and 60 * int(found[1] or 0) + int(found[2]) >= 30, lines[-1]
+        assert not any("queries per layer per step" in line for line in lines)  # before training starts
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=120)
+    assert child.returncode == 143 and not list(tmp_path.glob("runs/*"))

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from hil.cli import main
+from hil.runs import RunFolder
 
 RECORDED_ON = ("2.13.0+cpu", "AVX512")
 VARIANTS: dict[str, list[str]] = {
@@ -58,7 +59,7 @@ def final_parameters_sha256(run_dir: Path, argv: list[str], estimator: str, epoc
     finally:
         torch.set_num_threads(threads)
     digest = hashlib.sha256()
-    for t in torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["tensors"]:
+    for t in RunFolder(run_dir).load_checkpoint()["model"]["tensors"]:
         digest.update(str(tuple(t.shape)).encode())
         digest.update(t.contiguous().numpy().tobytes())
     return digest.hexdigest()

@@ -174,6 +174,14 @@ def test_state_dict_resumes_bit_for_bit(noise):
     assert all(torch.equal(u, v) for u, v in zip(after, _exercise(fresh)))
 
 
+def test_state_dict_rewinds_the_device_it_came_from(noise):
+    device = _noisy(noise)
+    state = device.state_dict()  # before any stream is drawn from
+    first = _exercise(device)
+    device.load_state_dict(state)
+    assert all(torch.equal(u, v) for u, v in zip(first, _exercise(device)))
+
+
 def test_clock_advances_with_writes_reads_and_link():
     device = _device([10, 4], write_seconds=1e-6, write_verify=3, read_seconds=2e-6,
                      link_bytes_per_second=1e6, link_latency=1e-3)
