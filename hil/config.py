@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from hil.goodness import Goodness
 from hil.rules import RuleOptions, UnknownRule, rule_class, rule_names
@@ -74,7 +75,7 @@ class TrainConfig(BaseModel):
     )
     rule: str = Field(DEFAULT_RULE, description="learning rule, by its name in the hil.rules entry points")
     rule_options: SerializeAsAny[RuleOptions] = Field(
-        default_factory=dict, validate_default=True,  # type: ignore[arg-type]  # validated into the rule's Options
+        default_factory=dict, validate_default=True,  # the rule's defaults: {} validated into its Options
         description="the rule's own options (its Options model), e.g. directions: 4 for mf-dd"
     )
     epochs: int = Field(40, gt=0, le=100_000)
@@ -115,10 +116,7 @@ class TrainConfig(BaseModel):
     @field_validator("rule")
     @classmethod
     def _rule_installed(cls, v: str) -> str:
-        try:
-            rule_class(v)
-        except UnknownRule as err:
-            raise ValueError(str(err)) from None
+        rule_class(v)  # an UnknownRule (a ValueError) lists the installed ones
         return v
 
     @field_validator("rule_options", mode="before")
@@ -138,10 +136,7 @@ class TrainConfig(BaseModel):
             if first["type"] == "extra_forbidden":
                 raise ValueError(f"rule {name!r} has no option {option!r} (its options: "
                                  f"{', '.join(options.model_fields) or 'none'})") from None
-            given = first.get("input")
-            hint = f" (got {given!r})" if not isinstance(given, dict) else ""
-            raise ValueError(f"option {option!r} of rule {name!r}: {first['msg'].removeprefix('Value error, ')}"
-                             f"{hint}") from None
+            raise ValueError(f"option {option!r} of rule {name!r}: {_reason(first)}") from None
 
     @field_validator("torch_device")
     @classmethod
@@ -205,9 +200,14 @@ def describe_error(err: ValidationError) -> str:
     """One line naming the first bad field, what was wrong and the value given."""
     first = err.errors()[0]
     field = ".".join(str(p) for i, p in enumerate(first["loc"]) if i == 0 or isinstance(p, int)) or "config"
-    given = first.get("input")
+    return f"config field {field!r}: {_reason(first)}"
+
+
+def _reason(error: ErrorDetails) -> str:
+    """A validation error's message and the value given (unless a whole mapping)."""
+    given = error.get("input")
     hint = f" (got {given!r})" if not isinstance(given, dict) else ""
-    return f"config field {field!r}: {first['msg'].removeprefix('Value error, ')}{hint}"
+    return f"{error['msg'].removeprefix('Value error, ')}{hint}"
 
 
 def build_config(values: dict[str, Any]) -> TrainConfig:
