@@ -11,15 +11,17 @@ import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from devices.errors import DeviceError
 from hil.allocator import keep_freed_memory
 from hil.config import ConfigError, TrainConfig, build_config, load_config
 from hil.data import DatasetError
 from hil.liveness import DEFAULT_TIMEOUT, MIN_TIMEOUT
+from hil.rules import rule_class, rule_names
 from hil.runs import RunFolder
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ def _timeout(text: str) -> float:
 
 
 TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
+    # the generic fields; the flags of each rule's options come from its Options model (rule_option_flags)
     ("device", str, "device URL, e.g. sim://crossbar or sim://crossbar?layers=784,1000,1000"),
     ("hidden", _widths, "hidden widths of a sim:// device whose URL names no layers, e.g. 1000,1000 "
                         "(crossbar: 256,256; photonic: 64); '' with --conv: conv layers only"),
@@ -77,29 +80,37 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("downsample", int, "average-pool images by this factor, e.g. 2: 28x28 to 14x14 (for small meshes)"),
     ("validation", float, "fraction of the training set held out to choose on (best epoch, rates); 0: none"),
     ("rule", str, "mf-dd (zeroth-order, the product); dfa, mdfa (feedback alignment, host-side); "
-     "mf-ad or bp (simulator-only baselines)"),
+     "mf-ad or bp (simulator-only baselines); or an installed plug-in's (hil.rules entry points)"),
     ("epochs", int, "epochs to train (with --resume: the new total)"),
     ("batch-size", int, "samples per step"),
     ("lr", float, "learning rate"),
     ("optimizer", str, "adam or sgd (with --momentum)"),
     ("momentum", float, "SGD momentum"),
     ("lr-schedule", str, "constant, or cosine annealing to 0 over the epochs"),
-    ("estimator", str, "auto, activity (a bias pair per layer: 3 queries per layer and step) or weight (P random "
-     "directions per layer: 1 + 2P queries)"),
-    ("directions", str, "P, perturbation directions per layer and step, or one P per layer: 8,4"),
-    ("budget", str, "fixed, or loss: share the directions' total among layers by their running loss"),
-    ("distribution", str, "rademacher, gaussian or sphere"),
-    ("combine", str, "mean, or projection onto the span of the directions"),
-    ("eps", str, "perturbation step in parameter units, or auto (calibrated at start-up)"),
     ("goodness", str, "softmax (Mono-Forward: cross-entropy of a trained projection) or prototype "
      "(FFzero: hinge on cosine to fixed class prototypes)"),
     ("margin", float, "hinge margin of --goodness prototype"),
-    ("m-update", str, "exact (closed-form local gradient) or dd for the host projection M"),
     ("seed", int, "seed for initialisation, data order and directions"),
     ("run-dir", Path, "run folder to create"),
     ("torch-device", str, "cpu or cuda for host tensors"),
     ("threads", int, "CPU threads for torch (1 avoids oversubscribing a shared machine)"),
 ]
+
+
+def rule_option_flags() -> dict[str, tuple[str, FieldInfo]]:
+    """Each installed rule's options by name, with the (first) rule that takes it: one flag each."""
+    flags: dict[str, tuple[str, FieldInfo]] = {}
+    for rule in rule_names():
+        for name, field in rule_class(rule).Options.model_fields.items():
+            flags.setdefault(name, (rule, field))
+    return flags
+
+
+def _choices(field: FieldInfo) -> str | None:
+    """``{a,b}`` for a field that takes one of a few words, else None (argparse names it)."""
+    if get_origin(field.annotation) is Literal:
+        return "{" + ",".join(map(str, get_args(field.annotation))) + "}"
+    return None
 
 
 FAULT_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -130,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind, text in TRAIN_FLAGS:
         default = TrainConfig.model_fields[name.replace("-", "_")].default
         train.add_argument(f"--{name}", type=kind, help=f"{text} (default: {default})")
+    for name, (rule, field) in rule_option_flags().items():  # values as typed: the rule's Options parses them
+        default = field.get_default(call_default_factory=True)
+        train.add_argument(f"--{name.replace('_', '-')}", metavar=_choices(field),
+                           help=f"{field.description} (rule {rule}; default: {default})")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument("--json", action="store_true", help="print the summary as one JSON line last")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -288,12 +303,16 @@ def _names(text: str | None) -> list[str]:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {}
+    """The flags given: generic fields at the top level, the rule's options in ``rule_options``."""
+    out: dict[str, Any] = {}
     for name, _, _ in TRAIN_FLAGS:
         key = name.replace("-", "_")
         value = getattr(args, key)
         if value is not None:
             out[key] = value
+    options = {name: getattr(args, name) for name in rule_option_flags() if getattr(args, name) is not None}
+    if options:
+        out["rule_options"] = options
     return out
 
 

@@ -1,21 +1,40 @@
-"""The training configuration: one pydantic model, loaded from YAML and CLI flags."""
+"""The training configuration: one pydantic model, loaded from YAML and CLI flags.
 
+The generic fields sit at the top level; the learning rule's own options sit in ``rule_options``,
+validated by the rule's ``Options`` model (:mod:`hil.rules`).
+"""
+
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-from devices.directions import Distribution
 from hil.goodness import Goodness
+from hil.rules import RuleOptions, UnknownRule, rule_class, rule_names
 
-Rule = Literal["mf-dd", "mf-ad", "bp", "dfa", "mdfa"]
+log = logging.getLogger(__name__)
+
 Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100"]
 
 
 MAX_WIDTH = 65536
-MAX_DIRECTIONS = 1024
+DEFAULT_RULE = "mf-dd"
+FLAT_RULE_OPTIONS = ("estimator", "directions", "budget", "distribution", "combine", "eps", "m_update")
+"""mf-dd's options, which configs (and run folders, and results files) held at the top level before
+rules had their own section; they still load, moved into ``rule_options``."""
 RESUMABLE = ("epochs", "threads", "torch_device", "run_dir", "data_dir", "device")
 """Fields a resumed run may change; every other one is the run's (a checkpoint is refused under another)."""
 
@@ -54,7 +73,11 @@ class TrainConfig(BaseModel):
         description="fraction of the training set held out, stratified and seeded, to choose on (best epoch, "
                     "rates); 0: none, the test set is only reported either way"
     )
-    rule: Rule = "mf-dd"
+    rule: str = Field(DEFAULT_RULE, description="learning rule, by its name in the hil.rules entry points")
+    rule_options: SerializeAsAny[RuleOptions] = Field(
+        default_factory=dict, validate_default=True,  # the rule's defaults: {} validated into its Options
+        description="the rule's own options (its Options model), e.g. directions: 4 for mf-dd"
+    )
     epochs: int = Field(40, gt=0, le=100_000)
     batch_size: int = Field(64, gt=0, le=MAX_WIDTH)
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -63,32 +86,12 @@ class TrainConfig(BaseModel):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals the rate to 0 over `epochs`"
     )
-    estimator: Literal["auto", "activity", "weight"] = Field(
-        "auto", description="mf-dd's gradient estimate: activity (one bias pair per layer, for affine layers with "
-                            "a bias), weight (P random directions in weight space, the poster's, any layer), or "
-                            "auto: activity where a layer allows it, weight elsewhere"
-    )
-    directions: int | list[int] = Field(
-        4, description="P: directions per step and layer, or one P per layer (a budget), e.g. 8,4,2"
-    )
-    budget: Literal["fixed", "loss"] = Field(
-        "fixed", description="directions per layer: fixed as given, or loss: the same total shared out every "
-                             "step in proportion to each layer's running local loss (at least 1 each)"
-    )
-    distribution: Distribution = "rademacher"
-    combine: Literal["mean", "projection"] = "mean"
-    eps: float | Literal["auto"] = Field(
-        "auto", description="perturbation step in parameter units, or auto: calibrated at start-up"
-    )
     goodness: Goodness = Field(
         "softmax", description="each layer's local loss: softmax (cross-entropy of a trained projection M, "
                                "Mono-Forward) or prototype (hinge on cosine to fixed simplex prototypes, FFzero)"
     )
     margin: float = Field(0.3, gt=0, le=2, allow_inf_nan=False,
                           description="hinge margin of the prototype goodness (a difference of cosines: at most 2)")
-    m_update: Literal["exact", "dd"] = Field(
-        "exact", description="host projection M: closed-form local gradient or DD estimate"
-    )
     seed: int = Field(0, ge=0, lt=2**32)
     run_dir: Path | None = Field(None, description="run folder; default runs/<time>-<rule>-<dataset>")
     torch_device: str = Field("cpu", description="where host tensors live: cpu or cuda")
@@ -105,24 +108,35 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"classes must be labels separated by commas, got {v!r}") from None
         return v
 
-    @field_validator("directions", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _split_directions(cls, v: object) -> object:
-        if isinstance(v, str):
-            try:
-                values = [int(p) for p in v.split(",")]
-            except ValueError:
-                raise ValueError(f"directions must be a number or numbers separated by commas, got {v!r}") from None
-            return values[0] if len(values) == 1 else values
+    def _flat_rule_options(cls, data: Any) -> Any:
+        return move_flat_rule_options(data) if isinstance(data, dict) else data
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_installed(cls, v: str) -> str:
+        rule_class(v)  # an UnknownRule (a ValueError) lists the installed ones
         return v
 
-    @field_validator("directions")
+    @field_validator("rule_options", mode="before")
     @classmethod
-    def _directions_in_range(cls, v: int | list[int]) -> int | list[int]:
-        counts = v if isinstance(v, list) else [v]
-        if not counts or not all(1 <= p <= MAX_DIRECTIONS for p in counts):
-            raise ValueError(f"every directions count must be at least 1 and at most {MAX_DIRECTIONS}")
-        return v
+    def _options_of_the_rule(cls, v: Any, info: ValidationInfo) -> Any:
+        if "rule" not in info.data:
+            return v  # the rule is refused; that is the error to report
+        name = info.data["rule"]
+        options = rule_class(name).Options
+        if isinstance(v, options):
+            return v
+        try:
+            return options.model_validate(v)
+        except ValidationError as err:
+            first = err.errors()[0]
+            option = ".".join(str(p) for p in first["loc"])
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"rule {name!r} has no option {option!r} (its options: "
+                                 f"{', '.join(options.model_fields) or 'none'})") from None
+            raise ValueError(f"option {option!r} of rule {name!r}: {_reason(first)}") from None
 
     @field_validator("torch_device")
     @classmethod
@@ -146,26 +160,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _goodness_fits_rule(self) -> "TrainConfig":
-        if self.goodness == "prototype" and self.rule in ("dfa", "mdfa"):
+        if self.goodness == "prototype" and not rule_class(self.rule).prototype_goodness:
+            able = [name for name in rule_names() if rule_class(name).prototype_goodness]
             raise ValueError(f"rule {self.rule!r} trains a softmax readout; use goodness softmax, or the "
-                             "prototype goodness with mf-dd, mf-ad or bp")
+                             f"prototype goodness with {', '.join(able)}")
         return self
-
-    def directions_per_layer(self, layers: int) -> list[int]:
-        """P for each of ``layers`` layers; a list must name one P per layer."""
-        if isinstance(self.directions, int):
-            return [self.directions] * layers
-        if len(self.directions) != layers:
-            raise ConfigError(f"config field 'directions': {len(self.directions)} values for a device with "
-                              f"{layers} layers; give one P per layer or a single P")
-        return list(self.directions)
-
-    @field_validator("eps")
-    @classmethod
-    def _eps_in_range(cls, v: float | str) -> float | str:
-        if isinstance(v, float) and not 0 < v <= 1:
-            raise ValueError("eps must be a finite step above 0 and at most 1 (parameter units), or auto")
-        return v
 
     @field_validator("hidden")
     @classmethod
@@ -179,13 +178,36 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json", exclude=set(RESUMABLE))
 
 
+def move_flat_rule_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the old top-level options (:data:`FLAT_RULE_OPTIONS`) moved into ``rule_options``.
+
+    Those the rule takes join its section (where the section names one too, the section's wins); those it
+    does not take are dropped, as they never applied to it. Values of an unknown rule stay as they are.
+    """
+    flat = {k: values[k] for k in FLAT_RULE_OPTIONS if k in values}
+    section = values.get("rule_options", {})
+    if not flat or not isinstance(section, dict):
+        return values
+    try:
+        takes = rule_class(values.get("rule", DEFAULT_RULE)).Options.model_fields
+    except (UnknownRule, TypeError):
+        return values
+    rest = {k: v for k, v in values.items() if k not in FLAT_RULE_OPTIONS}
+    return {**rest, "rule_options": {**{k: v for k, v in flat.items() if k in takes}, **section}}
+
+
 def describe_error(err: ValidationError) -> str:
     """One line naming the first bad field, what was wrong and the value given."""
     first = err.errors()[0]
     field = ".".join(str(p) for i, p in enumerate(first["loc"]) if i == 0 or isinstance(p, int)) or "config"
-    given = first.get("input")
+    return f"config field {field!r}: {_reason(first)}"
+
+
+def _reason(error: ErrorDetails) -> str:
+    """A validation error's message and the value given (unless a whole mapping)."""
+    given = error.get("input")
     hint = f" (got {given!r})" if not isinstance(given, dict) else ""
-    return f"config field {field!r}: {first['msg'].removeprefix('Value error, ')}{hint}"
+    return f"{error['msg'].removeprefix('Value error, ')}{hint}"
 
 
 def build_config(values: dict[str, Any]) -> TrainConfig:
@@ -212,7 +234,15 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainCon
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of fields")
-    return build_config({**raw, **(overrides or {})})
+    if flat := [k for k in FLAT_RULE_OPTIONS if k in raw]:
+        section = yaml.safe_dump({"rule_options": {k: raw[k] for k in flat}}, sort_keys=False)
+        log.warning("config file %r gives %s at the top level, the old form; write them in the rule's section:\n%s",
+                    str(path), ", ".join(flat), section)
+    overrides = overrides or {}
+    values = {**raw, **overrides}
+    if isinstance(raw.get("rule_options"), dict) and "rule_options" in overrides:
+        values["rule_options"] = {**raw["rule_options"], **overrides["rule_options"]}
+    return build_config(values)
 
 
 def dump_config(config: TrainConfig, path: Path) -> None:

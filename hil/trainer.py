@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from devices.interface import Device
 from devices.registry import open_device, url_options
-from hil.config import RESUMABLE, TrainConfig
+from hil.config import RESUMABLE, TrainConfig, move_flat_rule_options
 from hil.data import Dataset, DatasetError, load_dataset
 from hil.model import MonoForward
 from hil.recorder import RunRecorder
@@ -119,9 +119,9 @@ class Trainer:
         self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device,
                                            config.features, config.goodness, config.margin)
         self.rule: Rule = make_rule(self.device, self.model, config)
-        check_memory(host_bytes(self.info) + self.rule.step_bytes(), f"a step of {self.rule.name} with "
-                     f"--directions {config.directions}", "use fewer --directions (P), narrower layers, or "
-                     "--estimator auto where layers allow the activity estimate")
+        options = ", ".join(f"{k} {v}" for k, v in self.rule.options.model_dump(mode="json").items())
+        check_memory(host_bytes(self.info) + self.rule.step_bytes(),
+                     f"a step of {self.rule.name}" + (f" ({options})" if options else ""), self.rule.memory_advice())
         self.optimizer = self._optimizer()
         self.stop = StopFlag()
         self.epoch = 0
@@ -379,7 +379,7 @@ class Trainer:
     def _check_checkpoint(self, state: dict[str, Any]) -> None:
         """Refuse a checkpoint written under another config, on another device or for another network."""
         path, fix = self.run.path / CHECKPOINT, "it belongs to another run: resume that run, or start a new one"
-        written = state.get("run_fields", {})
+        written = move_flat_rule_options(state.get("run_fields", {}))  # as checkpoints before rule_options
         for name, value in self.config.run_fields().items():
             if written.get(name) != value:
                 raise CheckpointError(f"{str(path)!r} was written with config field {name!r} = {written.get(name)!r}, "
@@ -436,10 +436,6 @@ class Trainer:
             "device": self.device_url,
             "device_identity": self.info.identity,
             "epochs": self.epoch,
-            "estimator": self.config.estimator,
-            "directions": self.config.directions,
-            "combine": self.config.combine,
-            "estimators": None, "eps": None, "queries_per_layer_step": None, "directions_by_layer": None,
             **self.rule.report(),
             "calibration": self.calibration,
             "seed": self.config.seed,

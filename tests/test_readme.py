@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from hil.cli import TRAIN_FLAGS
+from hil.cli import TRAIN_FLAGS, rule_option_flags
 from hil.config import TrainConfig, build_config
 from hil.data import DatasetError
 from hil.runs import RunFolder
@@ -51,7 +51,11 @@ def test_readme_installs_the_debian_packages_ci_installs():
 
 
 def test_every_config_field_has_a_flag():
-    assert {name.replace("-", "_") for name, _, _ in TRAIN_FLAGS} == set(TrainConfig.model_fields)
+    assert {name.replace("-", "_") for name, _, _ in TRAIN_FLAGS} == set(TrainConfig.model_fields) - {"rule_options"}
+
+
+def test_every_rule_option_is_documented():
+    assert all(f"| `{name}` |" in README for name in rule_option_flags())
 
 
 def test_every_simulator_url_in_readme_trains_the_default_job_in_minutes_or_says_why_not(tmp_path):

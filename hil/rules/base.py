@@ -4,14 +4,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from devices.interface import Device
-from hil.config import TrainConfig
 from hil.model import MonoForward
+
+if TYPE_CHECKING:
+    from hil.config import TrainConfig
 
 
 @dataclass
@@ -22,17 +25,34 @@ class StepOutput:
     acts: list[torch.Tensor]
 
 
+class RuleOptions(BaseModel):
+    """A rule's own settings, the ``rule_options`` section of a config; a rule subclasses it as ``Options``.
+
+    Each field becomes a ``hil train`` flag of the same name (``-`` for ``_``), its description the help.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Rule(ABC):
-    """Sets ``.grad`` on every model tensor from one batch; the optimizer does the rest."""
+    """Sets ``.grad`` on every model tensor from one batch; the optimizer does the rest.
+
+    A rule is registered by ``name`` under the ``hil.rules`` entry-point group (see :mod:`hil.rules`).
+    """
 
     name: str
+    Options: ClassVar[type[RuleOptions]] = RuleOptions
+    """The rule's settings (none by default); the config validates ``rule_options`` against it."""
     layer_local: bool = True
     """Every layer has its own goodness (Mono-Forward), so cumulative-goodness prediction applies."""
+    prototype_goodness: ClassVar[bool] = True
+    """The rule trains the ``prototype`` goodness too (not only a softmax readout)."""
 
-    def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
+    def __init__(self, device: Device, model: MonoForward, config: "TrainConfig") -> None:
         self.device = device
         self.model = model
         self.config = config
+        self.options = config.rule_options
         self.info = device.info()
 
     @abstractmethod
@@ -62,6 +82,10 @@ class Rule(ABC):
         """Working memory a step needs beyond the model and its optimizer (default: none worth counting)."""
         return 0
 
+    def memory_advice(self) -> str:
+        """What to change when a step needs more memory than the machine has."""
+        return "use narrower layers"
+
     def constrain_(self) -> None:
         """Project the model onto the rule's constraints after each optimizer step (default: none)."""
 
@@ -74,8 +98,9 @@ class Rule(ABC):
         return self.name
 
     def report(self) -> dict[str, Any]:
-        """The rule's own fields for the run summary (how it estimated, at what step and cost)."""
-        return {}
+        """The rule's own fields for the run summary and the started event: its options (default), and
+        what a rule adds (how it estimated, at what step and cost)."""
+        return self.options.model_dump(mode="json")
 
 
 def fastest(call: Callable[[], object], tries: int = 3) -> float:

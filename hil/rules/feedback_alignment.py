@@ -45,6 +45,7 @@ class DirectFeedbackAlignment(Rule):
 
     name = "dfa"
     layer_local = False
+    prototype_goodness = False
 
     def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
         super().__init__(device, model, config)

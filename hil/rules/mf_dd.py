@@ -9,15 +9,17 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
+from devices.directions import Distribution
 from devices.errors import CapabilityError
 from devices.info import LayerSpec
 from devices.interface import Device, Perturbation
 from hil.calibration import choose_activity_eps, choose_eps
-from hil.config import TrainConfig
+from hil.config import ConfigError, TrainConfig
 from hil.estimator import estimate_activity, estimate_layer, estimate_projection, exact_projection_grad
 from hil.model import MonoForward
-from hil.rules.base import Rule, StepOutput, fastest, step_seeds
+from hil.rules.base import Rule, RuleOptions, StepOutput, fastest, step_seeds
 
 LOSS_DECAY = 0.9  # the ``loss`` budget's running average: about the last 10 steps
 TIMING_EPS = 0.01  # any step: :meth:`MonoForwardDD.step_seconds` times the queries, not their result
@@ -25,7 +27,69 @@ BYTES_PER_DIRECTION_ELEMENT = 64
 """Peak bytes per element of one layer's P weight-space directions in a step (measured on a crossbar:
 22 for rademacher, 57-65 for gaussian and sphere: the generator's int64 words, the directions, the
 perturbed parameters)."""
+MAX_DIRECTIONS = 1024
 Estimator = Literal["activity", "weight"]
+
+
+class MonoForwardDDOptions(RuleOptions):
+    """How ``mf-dd`` measures each layer's gradient on the device."""
+
+    estimator: Literal["auto", "activity", "weight"] = Field(
+        "auto", description="auto, activity (a bias pair per layer: 3 queries per layer and step) or weight (P "
+                            "random directions per layer: 1 + 2P queries); auto: activity where a layer allows it, "
+                            "weight elsewhere"
+    )
+    directions: int | list[int] = Field(
+        4, description="P, perturbation directions per layer and step, or one P per layer: 8,4"
+    )
+    budget: Literal["fixed", "loss"] = Field(
+        "fixed", description="fixed, or loss: share the directions' total among layers by their running loss"
+    )
+    distribution: Distribution = Field("rademacher", description="rademacher, gaussian or sphere")
+    combine: Literal["mean", "projection"] = Field(
+        "mean", description="mean, or projection onto the span of the directions"
+    )
+    eps: float | Literal["auto"] = Field(
+        "auto", description="perturbation step in parameter units, or auto (calibrated at start-up)"
+    )
+    m_update: Literal["exact", "dd"] = Field(
+        "exact", description="exact (closed-form local gradient) or dd for the host projection M"
+    )
+
+    @field_validator("directions", mode="before")
+    @classmethod
+    def _split_directions(cls, v: object) -> object:
+        if isinstance(v, str):
+            try:
+                values = [int(p) for p in v.split(",")]
+            except ValueError:
+                raise ValueError(f"directions must be a number or numbers separated by commas, got {v!r}") from None
+            return values[0] if len(values) == 1 else values
+        return v
+
+    @field_validator("directions")
+    @classmethod
+    def _directions_in_range(cls, v: int | list[int]) -> int | list[int]:
+        counts = v if isinstance(v, list) else [v]
+        if not counts or not all(1 <= p <= MAX_DIRECTIONS for p in counts):
+            raise ValueError(f"every directions count must be at least 1 and at most {MAX_DIRECTIONS}")
+        return v
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_in_range(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError("eps must be a finite step above 0 and at most 1 (parameter units), or auto")
+        return v
+
+    def directions_per_layer(self, layers: int) -> list[int]:
+        """P for each of ``layers`` layers; a list must name one P per layer."""
+        if isinstance(self.directions, int):
+            return [self.directions] * layers
+        if len(self.directions) != layers:
+            raise ConfigError(f"config field 'directions': {len(self.directions)} values for a device with "
+                              f"{layers} layers; give one P per layer or a single P")
+        return list(self.directions)
 
 
 def activity_applies(spec: LayerSpec) -> bool:
@@ -50,11 +114,13 @@ class MonoForwardDD(Rule):
     """One base forward, then per layer a bias pair or P perturbation pairs; no autograd anywhere."""
 
     name = "mf-dd"
+    Options = MonoForwardDDOptions
+    options: MonoForwardDDOptions
 
     def __init__(self, device: Device, model: MonoForward, config: TrainConfig) -> None:
         super().__init__(device, model, config)
-        self.estimators = layer_estimators(config.estimator, self.info.layers)
-        self.directions = config.directions_per_layer(len(self.info.layers))
+        self.estimators = layer_estimators(self.options.estimator, self.info.layers)
+        self.directions = self.options.directions_per_layer(len(self.info.layers))
         self.eps = [0.0] * len(self.info.layers)
         """Per layer, the perturbation step of its estimate."""
         self.running_loss: list[float] | None = None
@@ -65,12 +131,12 @@ class MonoForwardDD(Rule):
 
     def calibrate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any] | None:
         """Fix eps per estimate: the configured value, or one chosen above the device's measured noise."""
-        if self.config.eps != "auto":
-            self.eps = [self.config.eps] * len(self.eps)
+        if self.options.eps != "auto":
+            self.eps = [self.options.eps] * len(self.eps)
             return None
         found: dict[str, Any] = {}
         if weight := self.layers_using("weight"):
-            result = choose_eps(self.device, self.model, x, y, self.directions, self.config.distribution, weight)
+            result = choose_eps(self.device, self.model, x, y, self.directions, self.options.distribution, weight)
             found["weight"] = result.as_dict()
             for i in weight:
                 self.eps[i] = result.eps
@@ -82,7 +148,7 @@ class MonoForwardDD(Rule):
         return found
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
-        cfg = self.config
+        cfg = self.options
         params = self.model.device_params()
         acts = self.device.forward(params, x)
         inputs = [x, *acts[:-1]]
@@ -95,7 +161,7 @@ class MonoForwardDD(Rule):
                     grads = estimate_activity(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
                                               self.eps[i], features, self.model.readout(i))
                 else:
-                    seeds = step_seeds(cfg.seed, step, i, self.directions[i])
+                    seeds = step_seeds(self.config.seed, step, i, self.directions[i])
                     grads = estimate_layer(self.device, i, spec, params[i], inputs[i], acts[i], objective, y,
                                            seeds, self.eps[i], cfg.distribution, cfg.combine, features=features)
                 for name, g in grads.items():
@@ -122,11 +188,11 @@ class MonoForwardDD(Rule):
 
     def _projection_grad(self, feat: torch.Tensor, y: torch.Tensor, step: int, layer: int) -> torch.Tensor:
         """Gradient for layer ``layer``'s M: closed form on the host, or its own DD estimate."""
-        cfg = self.config
+        cfg = self.options
         m = self.model.projections[layer].detach()
         if cfg.m_update == "exact":
             return exact_projection_grad(feat, m, y)
-        seeds = step_seeds(cfg.seed, step, len(self.info.layers) + layer, self.directions[layer])
+        seeds = step_seeds(self.config.seed, step, len(self.info.layers) + layer, self.directions[layer])
         return estimate_projection(feat, m, y, seeds, self.eps[layer], cfg.distribution, cfg.combine)
 
     def step_seconds(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -141,7 +207,7 @@ class MonoForwardDD(Rule):
                 seeds = step_seeds(self.config.seed, 0, i, self.directions[i])
                 chunk = None if spec.spliceable else 0
                 repeats = 1 if spec.spliceable else spec.n_chunks()
-                perturbation = Perturbation(seeds, TIMING_EPS, self.config.distribution, chunk)
+                perturbation = Perturbation(seeds, TIMING_EPS, self.options.distribution, chunk)
             seconds += repeats * fastest(partial(self.device.perturbed_pairs, i, params[i], layer_input, perturbation))
         return seconds
 
@@ -151,7 +217,7 @@ class MonoForwardDD(Rule):
         for i in self.layers_using("weight"):
             spec, p = self.info.layers[i], self.directions[i]
             size = spec.n_chunks() * spec.chunk_size()
-            gram = 3 * 8 * p * p * spec.n_chunks() if self.config.combine == "projection" else 0
+            gram = 3 * 8 * p * p * spec.n_chunks() if self.options.combine == "projection" else 0
             peak = max(peak, BYTES_PER_DIRECTION_ELEMENT * p * size + gram)
         return peak
 
@@ -167,7 +233,7 @@ class MonoForwardDD(Rule):
 
     def margin(self) -> float:
         """Room for a +-eps step: |v| is 1 for Rademacher directions and a bias pair, rarely above 3 otherwise."""
-        spread = 1.0 if self.config.distribution == "rademacher" else 3.0
+        spread = 1.0 if self.options.distribution == "rademacher" else 3.0
         return max(e * (spread if kind == "weight" else 1.0) for e, kind in zip(self.eps, self.estimators))
 
     def queries_per_layer(self) -> list[int]:
@@ -180,8 +246,13 @@ class MonoForwardDD(Rule):
                 out.append(1 + 2 * p * (1 if spec.spliceable else spec.n_chunks()))
         return out
 
+    def memory_advice(self) -> str:
+        return ("use fewer --directions (P), narrower layers, or --estimator auto where layers allow the activity "
+                "estimate")
+
     def report(self) -> dict[str, Any]:
-        return {"estimators": list(self.estimators), "eps": list(self.eps),
+        """Its options, with ``eps`` as each layer's step (what ``auto`` chose), and each layer's estimate and cost."""
+        return {**super().report(), "estimators": list(self.estimators), "eps": list(self.eps),
                 "queries_per_layer_step": self.queries_per_layer(),
                 "directions_by_layer": [p if kind == "weight" else None
                                         for p, kind in zip(self.directions, self.estimators)]}
@@ -197,10 +268,10 @@ class MonoForwardDD(Rule):
             else:
                 how = f"weight space, P={self.directions[i]} x {spec.n_chunks()} chunks queried one at a time"
             parts.append(f"layer {i}: {kind} ({how}, eps {self.eps[i]:.4g}): {queries}")
-        host = f"M by {'closed form' if self.config.m_update == 'exact' else 'DD'}" if self.model.trains_projection \
+        host = f"M by {'closed form' if self.options.m_update == 'exact' else 'DD'}" if self.model.trains_projection \
             else f"cosine to fixed prototypes, margin {self.model.margin}"
         budget = ""
-        if self.config.budget == "loss" and self.layers_using("weight"):
+        if self.options.budget == "loss" and self.layers_using("weight"):
             budget = f"; weight-space directions shared by loss, {sum(self.directions)} in all"
         return f"mf-dd, {host}{budget}; queries per layer per step: " + "; ".join(parts)
 

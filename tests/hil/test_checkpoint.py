@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hil.cli import main
-from hil.runs import CHECKPOINT, RunFolder, read_checkpoint
+from hil.runs import CHECKPOINT, RunFolder, read_checkpoint, seal
 from simulators.registry import open_sim
 
 RUN_FLAGS = ["--epochs", "1", "--batch-size", "256", "--no-progress"]
@@ -118,3 +119,18 @@ def test_a_noisy_simulators_state_survives_a_safe_checkpoint(tmp_path, url):
     for a, b in zip(device.forward(params, x), again.forward(params, x)):
         assert torch.equal(a, b)
     assert device.counters.as_dict() == again.counters.as_dict()
+
+
+def test_a_run_folder_from_before_rule_options_resumes(tmp_path):
+    """Its config.yaml and checkpoint hold mf-dd's options at the top level; both load, moved into the section."""
+    run = tmp_path / "run"
+    assert main(["train", "--hidden", "16", "--epochs", "1", "--threads", "1", "--no-progress",
+                 "--run-dir", str(run)]) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config.update(config.pop("rule_options"))
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    state = read_checkpoint(run / CHECKPOINT)
+    state["run_fields"].update(state["run_fields"].pop("rule_options"))
+    (run / CHECKPOINT).write_bytes(seal(state))
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    assert read_checkpoint(run / CHECKPOINT)["epoch"] == 2

@@ -64,7 +64,7 @@ def test_rq2_smoke_reports_every_p_and_both_combinations_with_loss_curves(tmp_pa
     for (p, _), g in cells.items():
         assert g["queries_per_step"] == 1 + 2 * p
         assert all(len(r["history"]) == 3 and r["history"][-1]["val_loss"] > 0 for r in g["runs"])
-        assert all(r["config"]["estimator"] == "weight" for r in g["runs"])  # the poster's question
+        assert all(r["config"]["rule_options"]["estimator"] == "weight" for r in g["runs"])  # the poster's question
     assert "| 8 | projection |" in table
     assert all(r["config"]["hidden"] == [24] for g in cells.values() for r in g["runs"]) and "MLP [24]" in table
 
@@ -165,7 +165,7 @@ def test_runs_stored_before_the_estimator_and_validation_fields_are_not_taken_fo
     payload = json.loads(path.read_text())
     for group in payload["groups"]:
         for run in group["runs"]:
-            del run["config"]["estimator"], run["config"]["validation"]
+            del run["config"]["rule_options"]["estimator"], run["config"]["validation"]
     path.write_text(json.dumps(payload))
     (old,) = finished_runs(path).values()
     asked = {**old["config"], "estimator": "activity", "validation": 0.1}
