@@ -18,11 +18,10 @@ from pydantic.fields import FieldInfo
 
 from devices.errors import DeviceError
 from hil.allocator import keep_freed_memory
-from hil.config import ConfigError, TrainConfig, build_config, load_config
+from hil.config import ConfigError, TrainConfig
 from hil.data import DatasetError
 from hil.liveness import DEFAULT_TIMEOUT, MIN_TIMEOUT
 from hil.rules import rule_class, rule_names
-from hil.runs import RunFolder
 
 if TYPE_CHECKING:
     from hil.access import Bound
@@ -74,7 +73,8 @@ TRAIN_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("conv", str, "conv layers of such a device before the hidden ones, e.g. 16c3p2,32c3p2 "
      "(channels c kernel p pool)"),
     ("features", int, "features per conv channel that M sees (a fixed random projection of its map)"),
-    ("dataset", str, "digits (bundled), mnist, fashion-mnist, cifar10 or cifar100"),
+    ("dataset", str, "digits (bundled), mnist, fashion-mnist, cifar10, cifar100, or npz:PATH (numpy.savez of "
+     "x_train, y_train, x_test, y_test)"),
     ("data-dir", Path, "folder holding the dataset's files (IDX, or CIFAR's python batches)"),
     ("classes", str, "train on these labels only, relabelled 0, 1, ...: 0,6 is a binary task"),
     ("downsample", int, "average-pool images by this factor, e.g. 2: 28x28 to 14x14 (for small meshes)"),
@@ -340,25 +340,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _start(args: argparse.Namespace) -> "Trainer":
     """The run's config and folder, and a trainer ready to fit; a fresh run's folder goes if this fails."""
-    from hil.trainer import Trainer
+    from hil.api import start
 
-    overrides = _overrides(args)
-    if args.resume is not None:
-        if args.config is not None:
-            raise ConfigError("give either a config file or --resume RUN_DIR, not both")
-        run = RunFolder(args.resume)
-        if not run.has_checkpoint():
-            raise ConfigError(f"{str(args.resume)!r} has no checkpoint to resume from")
-        config = run.config(overrides)
-    else:
-        config = load_config(args.config, overrides) if args.config else build_config(overrides)
-        run = RunFolder.create(config)
-    try:
-        return Trainer(config, run, progress=not args.no_progress)
-    except BaseException:
-        if args.resume is None:
-            run.discard_if_unstarted()
-        raise
+    return start(_overrides(args), args.config, args.resume, progress=not args.no_progress)
 
 
 def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] | None") -> int:
@@ -378,7 +362,7 @@ def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] 
     else:
         service = nullcontext()
     print(trainer.rule.summary(), file=sys.stderr)
-    with service:
+    with trainer, service:
         summary = trainer.fit()
     acc = summary["test_accuracy"]
     print(f"{summary['status']}: test accuracy {acc if acc is None else f'{acc:.4f}'} "

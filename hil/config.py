@@ -22,12 +22,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from hil.data import ARRAYS, NAMES, NPZ
 from hil.goodness import Goodness
 from hil.rules import RuleOptions, UnknownRule, rule_class, rule_names
 
 log = logging.getLogger(__name__)
 
-Dataset = Literal["digits", "mnist", "fashion-mnist", "cifar10", "cifar100"]
 
 
 MAX_WIDTH = 65536
@@ -60,7 +60,11 @@ class TrainConfig(BaseModel):
     features: int = Field(
         10, gt=0, le=4096, description="a conv layer's features per channel for M (a fixed random projection)"
     )
-    dataset: Dataset = "digits"
+    dataset: str = Field(
+        "digits", description="digits, mnist, fashion-mnist, cifar10, cifar100, or npz:PATH (arrays saved with "
+                              "numpy.savez: x_train, y_train, x_test, y_test); arrays:<digest> records arrays given "
+                              "to hil.train"
+    )
     data_dir: Path | None = Field(None, description="folder with the dataset's files")
     classes: list[int] | None = Field(
         None, description="train and test on these labels only, relabelled 0, 1, ... (e.g. 0,6: a binary task)"
@@ -107,6 +111,13 @@ class TrainConfig(BaseModel):
             except ValueError:
                 raise ValueError(f"classes must be labels separated by commas, got {v!r}") from None
         return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str) -> str:
+        if v in NAMES or v.startswith((NPZ, ARRAYS)) and v.partition(":")[2]:
+            return v
+        raise ValueError(f"choose {', '.join(NAMES)}, or npz:PATH for arrays saved with numpy.savez")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,14 +1,18 @@
-"""Datasets: the bundled digits, IDX (MNIST, Fashion-MNIST) and CIFAR python batches from a folder.
+"""Datasets: the bundled digits, IDX (MNIST, Fashion-MNIST) and CIFAR python batches from a folder,
+arrays saved with ``numpy.savez``, and arrays or torch datasets handed over in Python.
 
 Nothing downloads: digits ship with scikit-learn, other sets come from a folder the user names
 (default ``/usr/share/datasets/<name>`` where Debian's dataset packages install them).
 """
 
 import gzip
+import hashlib
 import pickle
+import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +35,11 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IDX_CLASSES = 10  # MNIST and Fashion-MNIST
+NAMES = ("digits", *DEFAULT_DIRS)
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ, ARRAYS = "npz:", "arrays:"
+"""Prefixes of a dataset name: ``npz:PATH`` (a file), ``arrays:<digest>`` (arrays given in Python, not loadable
+by name)."""
 
 
 class DatasetError(ValueError):
@@ -78,6 +87,11 @@ class Dataset:
         return replace(self, x_train=self.x_train[~held], y_train=self.y_train[~held],
                        x_val=self.x_train[held], y_val=self.y_train[held])
 
+    def select(self, classes: list[int] | None = None, downsample: int = 1) -> "Dataset":
+        """Optionally with images average-pooled by ``downsample``, optionally only some classes."""
+        data = self.downsampled(downsample) if downsample > 1 else self
+        return data if classes is None else data.subset(classes)
+
     def subset(self, classes: list[int]) -> "Dataset":
         """Only the samples of ``classes``, relabelled 0, 1, ... in the order given (binary tasks)."""
         bad = [c for c in classes if not 0 <= c < self.classes]
@@ -112,19 +126,132 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: Path | None = None, classes: list[int] | None = None,
                  downsample: int = 1) -> Dataset:
-    """Load ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100``; optionally some classes,
-    optionally with images average-pooled by ``downsample``."""
+    """Load ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``npz:PATH``; optionally some
+    classes, optionally with images average-pooled by ``downsample``."""
     if name == "digits":
         data = _digits()
     elif name in CIFAR_FILES:
         data = _cifar(name, data_dir or DEFAULT_DIRS[name])
     elif name in DEFAULT_DIRS:
         data = _idx_dataset(name, data_dir or DEFAULT_DIRS[name])
+    elif name.startswith(NPZ):
+        data = load_npz(Path(name.removeprefix(NPZ)))
+    elif name.startswith(ARRAYS):
+        raise DatasetError(f"dataset {name!r} is arrays given in Python, which only Python has; continue the run "
+                           "there: hil.train(resume=RUN_DIR, dataset=hil.data.from_arrays(...)) on the same arrays "
+                           "(to train on them from the command line, save them with numpy.savez and use --dataset "
+                           "npz:PATH)")
     else:
-        raise DatasetError(f"unknown dataset {name!r}; choose digits, {', '.join(DEFAULT_DIRS)}")
-    if downsample > 1:
-        data = data.downsampled(downsample)
-    return data if classes is None else data.subset(classes)
+        raise DatasetError(f"unknown dataset {name!r}; choose {', '.join(NAMES)} or npz:PATH")
+    return data.select(classes, downsample)
+
+
+ArrayLike = Any
+"""A numpy array, a torch tensor, or anything ``numpy.asarray`` takes."""
+
+
+def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike, y_test: ArrayLike,
+                classes: int | None = None) -> Dataset:
+    """A dataset from arrays (numpy or torch): samples one per row (any shape, flattened), integer labels.
+
+    ``classes`` defaults to the largest label plus one. Everything is checked here, and a problem is a
+    :class:`DatasetError` naming the argument. The dataset is named ``arrays:<digest of the arrays>``, so a
+    run records which arrays it trained on and a resume on other arrays is refused.
+    """
+    data = _checked("from_arrays", dict(zip(NPZ_KEYS, (x_train, y_train, x_test, y_test))), classes)
+    digest = hashlib.sha256(str(data.classes).encode())
+    for tensor in (data.x_train, data.y_train, data.x_test, data.y_test):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return replace(data, name=f"{ARRAYS}{digest.hexdigest()[:16]}")
+
+
+def from_torch(train: "torch.utils.data.Dataset[Any]", test: "torch.utils.data.Dataset[Any]",
+               classes: int | None = None) -> Dataset:
+    """A dataset from two map-style torch datasets whose items are ``(x, y)`` pairs; see :func:`from_arrays`."""
+    return from_arrays(*_stacked("train", train), *_stacked("test", test), classes=classes)
+
+
+def _stacked(split: str, dataset: "torch.utils.data.Dataset[Any]") -> tuple[torch.Tensor, torch.Tensor]:
+    """All of a map-style dataset's ``(x, y)`` items as one tensor of samples and one of labels."""
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise DatasetError(f"the {split} set has no length; give a map-style torch Dataset (len and [i]), or "
+                           "arrays to hil.data.from_arrays") from None
+    xs, ys = [], []
+    for i in range(size):
+        item = dataset[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DatasetError(f"the {split} set's item {i} is not an (x, y) pair; give a dataset of (sample, "
+                               "label) items")
+        xs.append(torch.as_tensor(np.asarray(item[0])))
+        ys.append(torch.as_tensor(np.asarray(item[1])))
+    if len({x.shape for x in xs}) > 1:
+        raise DatasetError(f"the {split} set's samples differ in shape ({xs[0].shape} and others); give samples "
+                           "of one shape")
+    return (torch.stack(xs) if xs else torch.empty(0, 1)), (torch.stack(ys) if ys else torch.empty(0))
+
+
+def load_npz(path: Path) -> Dataset:
+    """Arrays saved with ``numpy.savez`` under the keys ``x_train``, ``y_train``, ``x_test``, ``y_test``."""
+    where = f"npz file {str(path)!r}"
+    not_npz = f"{where} is not a numpy .npz archive; save the arrays with numpy.savez"
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{where} does not exist") from None
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile):  # ValueError: pickled data, which is refused
+        raise DatasetError(not_npz) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DatasetError(not_npz)
+    with archive:
+        missing = [key for key in NPZ_KEYS if key not in archive.files]
+        if missing:
+            raise DatasetError(f"{where} has no {', '.join(missing)}; save it with numpy.savez(path, "
+                               f"{', '.join(f'{k}=...' for k in NPZ_KEYS)})")
+        try:
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+        except ValueError:
+            raise DatasetError(f"{where} holds arrays of Python objects; it was not loaded: save arrays of "
+                               "numbers") from None
+        except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as err:
+            raise DatasetError(f"{where} is damaged ({err}); save it again") from None
+    return _checked(where, arrays, None, name=f"{NPZ}{path}")
+
+
+def _checked(where: str, given: dict[str, ArrayLike], classes: int | None, name: str = "arrays") -> Dataset:
+    """Validate ``given`` (the :data:`NPZ_KEYS` arrays) into a dataset; ``where`` starts every refusal."""
+    arrays = {}
+    for key, value in given.items():
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+        kinds = "biu" if key.startswith("y") else "biuf"
+        if array.dtype.kind not in kinds:
+            what = "integer labels" if key.startswith("y") else "numbers"
+            raise DatasetError(f"{where}: {key} holds {array.dtype} values; give {what}")
+        arrays[key] = array
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+            raise DatasetError(f"{where}: x_{split} {x.shape} and y_{split} {y.shape} do not match; give one "
+                               "sample per row of x and one label per sample in y")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DatasetError(f"{where}: train samples {arrays['x_train'].shape[1:]} and test samples "
+                           f"{arrays['x_test'].shape[1:]} differ in shape")
+    labels = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    if classes is None:
+        classes = int(labels.max()) + 1 if len(labels) else 0
+    if classes < 2:
+        raise DatasetError(f"{where}: {classes} classes; a classifier needs labels of at least two classes")
+    for split in ("train", "test"):
+        check_samples(f"{where}: x_{split}", arrays[f"x_{split}"], f"{where}: y_{split}", arrays[f"y_{split}"],
+                      classes)
+    x_train, x_test = (torch.from_numpy(np.ascontiguousarray(arrays[k], dtype=np.float32).reshape(
+        len(arrays[k]), -1)) for k in ("x_train", "x_test"))
+    if x_train.shape[1] == 0:
+        raise DatasetError(f"{where}: samples have no features")
+    return Dataset(name, x_train, torch.from_numpy(arrays["y_train"].astype(np.int64)), x_test,
+                   torch.from_numpy(arrays["y_test"].astype(np.int64)), classes)
 
 
 def _digits() -> Dataset:
@@ -152,24 +279,27 @@ def _idx_dataset(name: str, folder: Path) -> Dataset:
         x, y = read_idx(images_path), read_idx(labels_path)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DatasetError(f"{name} {split}: images {x.shape} and labels {y.shape} do not match")
-        check_samples(images_path, x, labels_path, y, IDX_CLASSES)
+        check_samples(repr(str(images_path)), x, repr(str(labels_path)), y, IDX_CLASSES)
         parts[split] = (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0),
                         torch.from_numpy(y.astype(np.int64)))
     return Dataset(name, *parts["train"], *parts["test"], IDX_CLASSES)
 
 
-def check_samples(images_path: Path, x: np.ndarray, labels_path: Path, y: np.ndarray, classes: int) -> None:
-    """Refuse a split with no samples, a pixel that is not a finite number or a label outside 0..classes-1."""
+def check_samples(x_name: str, x: np.ndarray, y_name: str, y: np.ndarray, classes: int) -> None:
+    """Refuse a split with no samples, a pixel that is not a finite number or a label outside 0..classes-1.
+
+    ``x_name`` and ``y_name`` say where the samples and labels came from (a file, an argument).
+    """
     if len(x) == 0:
-        raise DatasetError(f"{str(images_path)!r} holds no samples; use the complete file")
+        raise DatasetError(f"{x_name} holds no samples; give the complete set")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         at = int(np.argmin(np.isfinite(x).reshape(len(x), -1).all(1)))
-        raise DatasetError(f"{str(images_path)!r}: sample {at} has pixels that are not finite (NaN or inf); "
+        raise DatasetError(f"{x_name}: sample {at} has pixels that are not finite (NaN or inf); "
                            "fix or drop that sample")
     bad = np.flatnonzero((y < 0) | (y >= classes))
     if len(bad):
-        raise DatasetError(f"{str(labels_path)!r}: sample {bad[0]} has label {y[bad[0]]}, and labels must be "
-                           f"0..{classes - 1}; fix the file or use the dataset's own labels")
+        raise DatasetError(f"{y_name}: sample {bad[0]} has label {y[bad[0]]}, and labels must be "
+                           f"0..{classes - 1}; fix the labels or use the dataset's own")
 
 
 def _cifar(name: str, folder: Path) -> Dataset:
@@ -193,7 +323,7 @@ def _cifar(name: str, folder: Path) -> Dataset:
             if x.ndim != 2 or x.shape[1] != 3072 or len(batch[label_key]) != len(x):
                 raise DatasetError(f"{str(path)!r}: expected rows of 3072 values and one label each")
             y = np.asarray(batch[label_key], dtype=np.int64)
-            check_samples(path, x, path, y, classes)
+            check_samples(repr(str(path)), x, repr(str(path)), y, classes)
             xs.append(x)
             ys.append(y)
         parts.append((torch.from_numpy(np.concatenate(xs).astype(np.float32) / 255.0),

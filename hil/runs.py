@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from hil.config import ConfigError, TrainConfig, dump_config, load_config
+from hil.data import NPZ
 
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -94,11 +95,14 @@ class RunFolder:
 
     @classmethod
     def create(cls, config: TrainConfig) -> "RunFolder":
-        """Make the folder (default ``runs/<time>-<rule>-<dataset>``) and store the config.
+        """Make the folder (default ``runs/<time>-<rule>-<dataset>``, an npz file's stem for its dataset) and store
+        the config.
 
         A folder without a checkpoint starts clean: what an earlier attempt wrote is removed.
         """
-        path = config.run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.rule}-{config.dataset}"
+        dataset = Path(config.dataset.removeprefix(NPZ)).stem if config.dataset.startswith(NPZ) else \
+            config.dataset.partition(":")[0]
+        path = config.run_dir or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.rule}-{dataset}"
         if (path / CHECKPOINT).exists():
             raise FileExistsError(f"{str(path)!r} already holds a run; use --resume {path} to continue it")
         path.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -100,18 +100,33 @@ class Evaluation:
 class Trainer:
     """Runs one config to completion (or to a stop request), resuming from a checkpoint."""
 
-    def __init__(self, config: TrainConfig, run: RunFolder, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, run: RunFolder, progress: bool = True, data: Dataset | None = None) -> None:
         """Start-up: data, device, model, rule, and the checkpoint or a calibration. Nothing is written
-        until :meth:`fit`, so a run refused or interrupted here leaves its folder as it was."""
+        until :meth:`fit`, so a run refused or interrupted here leaves its folder as it was.
+
+        ``data`` is the dataset ``config.dataset`` names when only Python has it (:func:`hil.data.from_arrays`).
+        The trainer holds the device open until :meth:`close` (or the end of a ``with`` block); a start-up
+        that fails closes it.
+        """
         self.config = config
         self.run = run
         self.progress = progress
         if config.threads is not None:
             torch.set_num_threads(config.threads)
-        self.data = load_dataset(config.dataset, config.data_dir, config.classes, config.downsample).with_validation(
-            config.validation, config.seed)
+        if data is not None and data.name != config.dataset:
+            raise DatasetError(f"the dataset given is {data.name!r} but the config names {config.dataset!r}; "
+                               "give the dataset the run was started on")
+        data = load_dataset(config.dataset, config.data_dir) if data is None else data
+        self.data = data.select(config.classes, config.downsample).with_validation(config.validation, config.seed)
         self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
-        self.device = open_device(self.device_url)
+        with ExitStack() as on_failure:
+            self.device = on_failure.enter_context(open_device(self.device_url))
+            self._start_up()
+            on_failure.pop_all()
+
+    def _start_up(self) -> None:
+        """Everything after the device is open: the network, the rule and the run's state."""
+        config = self.config
         check_fits(self.device, self.data, self.device_url)
         self.info = self.device.info()
         check_memory(host_bytes(self.info), f"a network of {parameter_count(self.info):,} parameters "
@@ -138,7 +153,7 @@ class Trainer:
         self.calibration: dict[str, Any] | None = None
         self.recorder: RunRecorder
         """The run's reports to the store; opened by :meth:`fit`."""
-        checkpoint = run.load_checkpoint()
+        checkpoint = self.run.load_checkpoint()
         if checkpoint is not None:
             self._check_checkpoint(checkpoint)
         self.epoch_estimate = self._estimate_epoch()
@@ -153,6 +168,16 @@ class Trainer:
         self.scheduler = self._scheduler()
         self.model.clip_(self.info, self.rule.margin())
         self.rule.constrain_()
+
+    def close(self) -> None:
+        """Close the device. Idempotent."""
+        self.device.close()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         tensors = self.model.tensors()

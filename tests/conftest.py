@@ -30,9 +30,8 @@ def train_through(tmp_path: Path, name: str, device_url: str, epochs: int = 2,
     """Train the small digits job used to compare a link with the in-process simulator."""
     config = build_config({"device": device_url, "epochs": epochs, "batch_size": 64, "directions": 2,
                            "run_dir": tmp_path / name, "seed": 3, "estimator": estimator})
-    trainer = Trainer(config, RunFolder.create(config), progress=False)
-    summary = trainer.fit()
-    trainer.device.close()
+    with Trainer(config, RunFolder.create(config), progress=False) as trainer:
+        summary = trainer.fit()
     return trainer, summary
 
 

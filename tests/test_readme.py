@@ -1,5 +1,6 @@
 """README documents every config field, CLI flag and simulator option."""
 
+import json
 import re
 from pathlib import Path
 
@@ -69,3 +70,16 @@ def test_every_simulator_url_in_readme_trains_the_default_job_in_minutes_or_says
             assert "use a device whose first layer takes 64" in str(err)
             continue
         assert trainer.epoch_estimate < 15 * 60, url  # minutes, with room for a loaded machine
+
+
+def test_readme_python_api_example_runs_as_written(tmp_path, monkeypatch):
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16).astype(np.float32)
+    arrays = {"x_train": x[:300], "y_train": bunch.target[:300], "x_test": x[300:400], "y_test": bunch.target[300:400]}
+    code = README.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), arrays)  # noqa: S102 - the README's own example
+    assert json.loads((tmp_path / "runs" / "notebook" / "summary.json").read_text())["epochs"] == 4

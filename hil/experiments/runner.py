@@ -30,12 +30,12 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
     with tempfile.TemporaryDirectory() as scratch:
         config = build_config({**values, "run_dir": Path(scratch) / "run"})
         show = sys.stderr.isatty() if progress is None else progress
-        trainer = Trainer(config, RunFolder.create(config), progress=show)
-        if not show:
-            trainer.on_epoch = partial(_epoch_line, label)
-        started = time.perf_counter()
-        summary = trainer.fit()
-        wall = time.perf_counter() - started
+        with Trainer(config, RunFolder.create(config), progress=show) as trainer:
+            if not show:
+                trainer.on_epoch = partial(_epoch_line, label)
+            started = time.perf_counter()
+            summary = trainer.fit()
+            wall = time.perf_counter() - started
     history = trainer.history
     seconds = [b["train_seconds"] - a["train_seconds"] for a, b in zip([{"train_seconds": 0.0}, *history], history)]
     print(f"{label}: test accuracy {summary['test_accuracy']:.4f} (final layer "

@@ -1,11 +1,12 @@
 import gzip
+import re
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from hil.data import Dataset, DatasetError, load_dataset, read_idx
+from hil.data import Dataset, DatasetError, from_arrays, from_torch, load_dataset, load_npz, read_idx
 
 
 def _write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -129,3 +130,81 @@ def test_downsampling_average_pools_each_image():
 def test_a_downsample_that_does_not_divide_the_image_says_so():
     with pytest.raises(DatasetError, match="8x8 images do not divide by downsample=3"):
         load_dataset("digits", downsample=3)
+
+
+def _arrays(n_train: int = 12, n_test: int = 6) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"x_train": rng.random((n_train, 2, 3), dtype=np.float32), "y_train": np.arange(n_train) % 3,
+            "x_test": rng.random((n_test, 2, 3), dtype=np.float32), "y_test": np.arange(n_test) % 3}
+
+
+def test_arrays_from_numpy_or_torch_make_the_same_dataset_named_by_their_digest():
+    arrays = _arrays()
+    from_numpy = from_arrays(**arrays)
+    from_tensors = from_arrays(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+    assert from_numpy.name == from_tensors.name and from_numpy.name.startswith("arrays:")
+    assert from_numpy.features == 6 and from_numpy.classes == 3  # images flattened, classes from the labels
+    assert torch.equal(from_numpy.x_train, from_tensors.x_train) and from_numpy.y_test.dtype == torch.long
+    assert from_arrays(**arrays, classes=5).classes == 5
+    arrays["x_train"][0, 0, 0] += 0.5
+    assert from_arrays(**arrays).name != from_numpy.name
+
+
+def _changed(**changes: object) -> dict[str, object]:
+    return {**_arrays(), **changes}
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (_changed(y_train=np.arange(11) % 3), "x_train (12, 2, 3) and y_train (11,) do not match"),
+    (_changed(x_test=np.zeros((6, 3, 2), np.float32)), "differ in shape"),
+    (_changed(x_train=np.zeros(12, np.float32)), "one sample per row"),
+    (_changed(y_test=np.array([0, 1, 2, 0, 1, -1])), "y_test: sample 5 has label -1"),
+    (_changed(y_train=np.arange(12) % 3 * 1.0), "y_train holds float64 values; give integer labels"),
+    (_changed(x_train=np.array([["a"] * 6] * 12)), "x_train holds <U1 values"),
+    (_changed(x_test=np.full((6, 2, 3), np.nan, np.float32)), "x_test: sample 0 has pixels that are not finite"),
+    (_changed(x_train=np.zeros((0, 2, 3), np.float32), y_train=np.zeros(0, int)), "x_train holds no samples"),
+    (_changed(y_train=np.zeros(12, int), y_test=np.zeros(6, int)), "at least two classes"),
+])
+def test_arrays_are_checked_at_the_edge(arrays, message):
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        from_arrays(**arrays)
+
+
+def test_a_label_beyond_the_classes_given_is_refused():
+    with pytest.raises(DatasetError, match="y_train: sample 2 has label 2, and labels must be 0..1"):
+        from_arrays(**_arrays(), classes=2)
+
+
+def test_torch_datasets_of_pairs_become_arrays():
+    arrays = {k: torch.from_numpy(v) for k, v in _arrays().items()}
+    train = torch.utils.data.TensorDataset(arrays["x_train"], arrays["y_train"])
+    test = torch.utils.data.TensorDataset(arrays["x_test"], arrays["y_test"])
+    assert from_torch(train, test).name == from_arrays(*arrays.values()).name
+
+
+def test_torch_datasets_that_are_not_map_style_pairs_are_refused():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([])
+
+    pairs = torch.utils.data.TensorDataset(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(DatasetError, match="train set has no length; give a map-style"):
+        from_torch(Stream(), pairs)
+    with pytest.raises(DatasetError, match="test set's item 0 is not an \\(x, y\\) pair"):
+        from_torch(pairs, torch.utils.data.TensorDataset(torch.zeros(4, 3)))
+
+
+def test_npz_files_load_by_name_and_bad_ones_say_why(tmp_path):
+    arrays = _arrays()
+    np.savez(tmp_path / "good.npz", **arrays)
+    data = load_dataset(f"npz:{tmp_path / 'good.npz'}", classes=[0, 2])
+    assert data.classes == 2 and data.features == 6 and set(data.y_train.tolist()) == {0, 1}
+    np.savez(tmp_path / "short.npz", x_train=arrays["x_train"])
+    (tmp_path / "text.npz").write_text("x_train")
+    np.save(tmp_path / "one.npy", arrays["x_train"])
+    np.savez(tmp_path / "objects.npz", **{**arrays, "x_test": np.array([object()] * 6)})
+    for name, message in [("short.npz", "has no y_train, x_test, y_test; save it with numpy.savez"),
+                          ("text.npz", "is not a numpy .npz archive"), ("one.npy", "is not a numpy .npz archive"),
+                          ("objects.npz", "holds arrays of Python objects"), ("none.npz", "does not exist")]:
+        with pytest.raises(DatasetError, match=message):
+            load_npz(tmp_path / name)
