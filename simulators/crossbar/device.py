@@ -77,6 +77,7 @@ class SimulatedCrossbar(Device):
         self._written_at = [0.0] * n_layers
         self._layer_writes = [0] * n_layers
         self._cache = ReadCache(n_layers)
+        self._seen: dict[tuple[int, str], tuple[torch.Tensor, int]] = {}
 
     @property
     def clock(self) -> float:
@@ -108,12 +109,14 @@ class SimulatedCrossbar(Device):
         return acts
 
     def forward_layer(self, layer: int, params: LayerParams, x: torch.Tensor) -> torch.Tensor:
+        self._check_layer(layer, params)
         with torch.no_grad():
             return self._evaluate(layer, params, x.to(self._dev))
 
     def perturbed_pairs(
         self, layer: int, params: LayerParams, x: torch.Tensor, perturbation: Perturbation
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_layer(layer, params)
         if perturbation.distribution == "bias" or perturbation.eps == 0:
             return self._array_reads(layer, params, x, perturbation)
         spec = self._info.layers[layer]
@@ -148,7 +151,7 @@ class SimulatedCrossbar(Device):
                 bias = shifted["bias"]
             pre = self.physics.periphery(sums, x, bias, spec.gain, owned=True)
             out = self._outputs(layer, self._act_(pre), batch)
-        self._target[layer] = None  # the array now holds the last perturbed weights
+        self._retarget(layer, None)  # the array now holds the last perturbed weights
         self._cache.forget(layer)
         self._layer_writes[layer] += queries
         self._clock.tick(queries * self._clock.write_time(spec.params[0].shape[0])
@@ -171,7 +174,6 @@ class SimulatedCrossbar(Device):
         spec = self._info.layers[layer]
         n_dir = len(perturbation.seeds)
         queries = 2 * n_dir
-        check_layer_params(layer, spec, params)
         self._clock.link(x.numel() + n_dir + 4, 0)
         with torch.no_grad():
             self._write_if_changed(layer, params)
@@ -181,9 +183,10 @@ class SimulatedCrossbar(Device):
             base = params["bias"].to(self._dev)
             step = base.new_zeros(n_dir, *base.shape) if perturbation.eps == 0 else \
                 perturbation.eps * split_chunks(spec, perturbation.vectors(spec, self._dev))["bias"]
-            bias = clip_to_bounds(spec, {"weight": params["weight"], "bias": torch.cat([base + step, base - step])})
+            bounds = next(p for p in spec.params if p.name == "bias")
+            bias = torch.cat([base + step, base - step]).clamp(bounds.low, bounds.high)
             reads = sums.expand(queries, *sums.shape)
-            pre = self.physics.periphery(reads, rows, bias["bias"], spec.gain)
+            pre = self.physics.periphery(reads, rows, bias, spec.gain)
             out = self._outputs(layer, self._act_(pre), len(x))
         self._clock.tick(queries * len(rows) * self.options.read_seconds)
         self._counters.queries += queries
@@ -222,6 +225,7 @@ class SimulatedCrossbar(Device):
         self._counters = Counters(**state["counters"])
         self._clock = DeviceClock(self.options, self._counters, state["clock"])
         self._cache.clear()
+        self._seen.clear()
 
     # ----------------------------------------------------------------- what the arrays hold
 
@@ -237,15 +241,47 @@ class SimulatedCrossbar(Device):
         self._clock.tick(len(rows) * self.options.read_seconds)
         return self._outputs(layer, self._act_(pre), len(x))
 
+    def _seen_unchanged(self, layer: int, name: str, value: torch.Tensor | None) -> bool:
+        """Whether ``value`` is the very tensor last found to equal the target, unmodified since."""
+        seen = self._seen.get((layer, name))
+        return seen is not None and seen[0] is value and seen[1] == value._version
+
+    def _check_layer(self, layer: int, params: LayerParams) -> None:
+        """Refuse bad parameters; tensors the array holds as they are were checked when they were sent."""
+        if not all(self._seen_unchanged(layer, name, params.get(name)) for name in ("weight", "bias")):
+            check_layer_params(layer, self._info.layers[layer], params)
+
+    def _holds(self, layer: int, name: str, value: torch.Tensor) -> bool:
+        """Whether the array's target holds exactly ``value``.
+
+        The tensor last found equal, unmodified since (same object, same version counter), needs no
+        compare: a step sends the same parameters with each of its queries.
+        """
+        if self._seen_unchanged(layer, name, value):
+            return True
+        target = self._target[layer]
+        if target is None or not torch.equal(target[name], value):
+            return False
+        self._seen[layer, name] = (value, value._version)
+        return True
+
+    def _retarget(self, layer: int, target: LayerParams | None, sent: LayerParams | None = None) -> None:
+        """What the array is now meant to hold, and the host's tensors ``sent`` that hold exactly that."""
+        self._target[layer] = target
+        for name in ("weight", "bias"):
+            self._seen.pop((layer, name), None)
+        for name, value in (sent or {}).items():
+            self._seen[layer, name] = (value, value._version)
+
     def _write_if_changed(self, layer: int, params: LayerParams) -> None:
         """Program ``params`` unless the array already holds exactly their weights (the bias is digital)."""
         target = self._target[layer]
-        if target is not None and torch.equal(target["weight"], params["weight"]):
-            if not torch.equal(target["bias"], params["bias"]):
-                self._target[layer] = {**target, "bias": params["bias"].detach().clone()}
+        if target is not None and self._holds(layer, "weight", params["weight"]):
+            if not self._holds(layer, "bias", params["bias"]):
+                self._retarget(layer, {**target, "bias": params["bias"].detach().clone()}, params)
                 self._clock.link(params["bias"].numel(), 0)
         else:
-            self._target[layer] = {k: v.detach().clone() for k, v in params.items()}
+            self._retarget(layer, {k: v.detach().clone() for k, v in params.items()}, params)
             self._clock.link(sum(v.numel() for v in params.values()), 0)
             self._programmed[layer] = self.physics.write(layer, params["weight"].to(self._dev))
             self._written_at[layer] = self.clock
@@ -269,7 +305,7 @@ class SimulatedCrossbar(Device):
         last, target = self._cache.read_of(layer, x), self._target[layer]
         if last is None:
             return self._rows(layer, self.physics.inputs(x)), None
-        if last.sums is None or target is None or not torch.equal(target["weight"], weight):
+        if last.sums is None or target is None or not self._holds(layer, "weight", weight):
             return last.rows, None
         return last.rows, last.sums
 

@@ -53,6 +53,22 @@ def test_pairs_after_a_forward_reuse_its_column_sums_only_while_rows_and_weights
         assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+def test_parameters_changed_in_place_are_programmed_again():
+    device = SimulatedCrossbar(CrossbarOptions(layers=[6, 5]))
+    params = _params(device)
+    x = torch.rand(9, 6)
+    before = device.forward(params, x)[0]
+    device.forward(params, x)  # the same tensors, unchanged: nothing to write
+    assert device.counters.param_writes == 1
+    with torch.no_grad():
+        params[0]["weight"].mul_(-1)  # the same tensor objects, new values
+        params[0]["bias"].add_(0.1)
+    after = device.forward(params, x)[0]
+    assert device.counters.param_writes == 2
+    expected = torch.relu(x @ params[0]["weight"].T / 6**0.5 + params[0]["bias"])
+    assert torch.allclose(after, expected, atol=1e-6) and not torch.equal(after, before)
+
+
 def test_counters_count_queries_and_writes():
     device = SimulatedCrossbar(CrossbarOptions(layers=[4, 3, 2]))
     params = _params(device)
