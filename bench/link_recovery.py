@@ -36,11 +36,8 @@ RARE = ("timeouts", "reconnects")  # summed over the runs; the others are median
 def train_through(url: str, run_dir: Path) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """The default job of ``hil train --epochs 2`` through ``url``: its summary and final parameters."""
     config = build_config({"device": url, "epochs": 2, "run_dir": run_dir})
-    trainer = Trainer(config, RunFolder.create(config), progress=False)
-    try:
+    with Trainer(config, RunFolder.create(config), progress=False) as trainer:
         summary = trainer.fit()
-    finally:
-        trainer.device.close()
     return summary, [t.detach().clone() for t in trainer.model.tensors()]
 
 

@@ -59,10 +59,10 @@ def timed_run(values: dict[str, Any]) -> dict[str, Any]:
     """Train ``values`` in a scratch run folder: wall and CPU seconds per epoch, test accuracy."""
     with tempfile.TemporaryDirectory() as scratch:
         config = build_config({**values, "run_dir": Path(scratch) / "run"})
-        trainer = Trainer(config, RunFolder.create(config), progress=False)
         cpu = StepCPU()
-        trainer.on_step, trainer.on_epoch = cpu.step, cpu.epoch
-        summary = trainer.fit()
+        with Trainer(config, RunFolder.create(config), progress=False) as trainer:
+            trainer.on_step, trainer.on_epoch = cpu.step, cpu.epoch
+            summary = trainer.fit()
     return {"wall_seconds": trainer.train_seconds / config.epochs, "cpu_seconds": cpu.seconds / config.epochs,
             "test_accuracy": summary["test_accuracy"], "queries_per_step": summary["queries_per_step"]}
 

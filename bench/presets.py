@@ -28,7 +28,7 @@ from common import environment, run_config, write_results  # noqa: E402
 from devices import Device  # noqa: E402
 from hil.data import Dataset, load_dataset  # noqa: E402
 from hil.model import MonoForward  # noqa: E402
-from hil.trainer import resolve_device_url  # noqa: E402
+from hil.session import resolve_device_url  # noqa: E402
 
 # Per simulator kind: training settings, and label -> URL query of each device studied. The first
 # variant of a kind is its ideal reference (epoch time ratios, the ex-situ bp training).

@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hidden = [int(w) for w in args.hidden.split(",")]
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, ExitStack() as open_trainers:
         trainers = {}
         for label, values in METHODS.items():
             config = build_config({"dataset": args.dataset, "hidden": hidden, "batch_size": args.batch_size,
                                    "threads": args.threads, "run_dir": Path(scratch) / label.replace(" ", "-"),
                                    **values})
-            trainers[label] = Trainer(config, RunFolder.create(config), progress=False)
+            trainers[label] = open_trainers.enter_context(Trainer(config, RunFolder.create(config), progress=False))
         data = next(iter(trainers.values())).data
         order = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(0))
         times: dict[str, list[float]] = {label: [] for label in METHODS}
@@ -78,8 +79,6 @@ def main() -> None:
                 if step >= WARM_UP:
                     times[label].append(seconds)
         queries = {label: t.rule.report().get("queries_per_layer_step") for label, t in trainers.items()}
-        for trainer in trainers.values():
-            trainer.close()
     median = {label: statistics.median(v) for label, v in times.items()}
     rows = [f"| {label} | {1000 * median[label]:.1f} ms | {median[label] / median['mf-ad']:.2f}x | "
             f"{'n/a (autograd)' if queries[label] is None else ' + '.join(map(str, queries[label]))} |"

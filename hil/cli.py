@@ -355,15 +355,16 @@ def _train_run(args: argparse.Namespace, listener: "tuple[socket.socket, Bound] 
         print(f"hil: stopped by {err.signal.name} during start-up; {kept} (exit status {128 + err.signal})",
               file=sys.stderr)
         return 128 + err.signal
-    if listener is not None:
-        from hil.serving import serve_in_thread
+    with trainer:
+        if listener is not None:
+            from hil.serving import serve_in_thread
 
-        service: AbstractContextManager = serve_in_thread(trainer.run.path.parent, listener, args.token)
-    else:
-        service = nullcontext()
-    print(trainer.rule.summary(), file=sys.stderr)
-    with trainer, service:
-        summary = trainer.fit()
+            service: AbstractContextManager = serve_in_thread(trainer.run.path.parent, listener, args.token)
+        else:
+            service = nullcontext()
+        print(trainer.rule.summary(), file=sys.stderr)
+        with service:
+            summary = trainer.fit()
     acc = summary["test_accuracy"]
     print(f"{summary['status']}: test accuracy {acc if acc is None else f'{acc:.4f}'} "
           f"after {summary['epochs']} epochs, {summary['device_queries']} device queries, "

@@ -1,73 +1,35 @@
-"""The training loop: data in batches through a rule, optimizer steps, evaluation, checkpoints."""
+"""The training loop: data in batches through a rule, optimizer steps, evaluation, checkpoints.
+
+What the loop runs on (data, device, network, rule, optimizer) is built by :class:`hil.session.Session`.
+"""
 
 import logging
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 from tqdm import tqdm
 
+from devices.info import DeviceInfo
 from devices.interface import Device
-from devices.registry import open_device, url_options
 from hil.config import RESUMABLE, TrainConfig, move_flat_rule_options
-from hil.data import Dataset, DatasetError, load_dataset
+from hil.data import Dataset
 from hil.model import MonoForward
 from hil.recorder import RunRecorder
-from hil.resources import IMPRACTICAL_EPOCH_SECONDS, check_memory, duration, host_bytes, parameter_count
-from hil.rules import Rule, make_rule
+from hil.rules import Rule
 from hil.runs import CHECKPOINT, CheckpointError, RunFolder
+from hil.session import Session
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000
-SIM_HIDDEN = {"crossbar": [256, 256], "photonic": [64]}
-"""Hidden widths of a ``sim://`` device whose URL and config name none: a mesh of N modes has N (N - 1)
-phases, queried chunk by chunk, so the photonic kind gets one small layer."""
-MESH_CHUNKS = 8
-"""Phase chunks of such a photonic device (README's photonic runs use 8), or the most up to 8 that divide."""
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
-
-
-def resolve_device_url(url: str, features: int, hidden: list[int] | None = None, conv: str = "") -> str:
-    """Give a ``sim://`` URL that names no ``layers`` the dataset's input width, ``conv`` and ``hidden``
-    (default :data:`SIM_HIDDEN` of its kind); a photonic one also gets :func:`mesh_chunks` unless it names some."""
-    options = url_options(url)
-    parts = urlsplit(url)
-    if parts.scheme != "sim" or "layers" in options:
-        return url
-    kind = parts.netloc or "crossbar"
-    widths = [features, *(SIM_HIDDEN.get(kind, SIM_HIDDEN["crossbar"]) if hidden is None else hidden)]
-    extra = {"layers": ",".join(map(str, widths))}
-    if conv and "conv" not in options:
-        extra["conv"] = conv
-    if kind == "photonic" and "chunks" not in options:
-        extra["chunks"] = str(mesh_chunks(widths))
-    return f"{url}{'&' if parts.query else '?'}" + "&".join(f"{k}={v}" for k, v in extra.items())
-
-
-def mesh_chunks(widths: list[int]) -> int:
-    """The most chunks up to :data:`MESH_CHUNKS` that divide the N (N - 1) phases of every mesh of ``widths``."""
-    modes = [max(a, b) for a, b in zip(widths[:-1], widths[1:])]
-    return max(c for c in range(1, MESH_CHUNKS + 1) if all(n * (n - 1) % c == 0 for n in modes))
-
-
-def check_fits(device: Device, data: Dataset, url: str) -> None:
-    """Refuse a dataset whose input width differs from the device's first layer."""
-    inputs = device.info().layers[0].inputs
-    if inputs != data.features:
-        raise DatasetError(
-            f"dataset {data.name!r} has {data.features} features per sample but the first layer "
-            f"of {url!r} takes {inputs} inputs; use a device whose first layer takes "
-            f"{data.features} (for the simulator: sim://crossbar?layers={data.features},256,256)"
-        )
 
 
 @dataclass
@@ -101,8 +63,8 @@ class Trainer:
     """Runs one config to completion (or to a stop request), resuming from a checkpoint."""
 
     def __init__(self, config: TrainConfig, run: RunFolder, progress: bool = True, data: Dataset | None = None) -> None:
-        """Start-up: data, device, model, rule, and the checkpoint or a calibration. Nothing is written
-        until :meth:`fit`, so a run refused or interrupted here leaves its folder as it was.
+        """Start-up: the run's :class:`~hil.session.Session`, then the checkpoint or a calibration. Nothing is
+        written until :meth:`fit`, so a run refused or interrupted here leaves its folder as it was.
 
         ``data`` is the dataset ``config.dataset`` names when only Python has it (:func:`hil.data.from_arrays`).
         The trainer holds the device open until :meth:`close` (or the end of a ``with`` block); a start-up
@@ -111,33 +73,14 @@ class Trainer:
         self.config = config
         self.run = run
         self.progress = progress
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        if data is not None and data.name != config.dataset:
-            raise DatasetError(f"the dataset given is {data.name!r} but the config names {config.dataset!r}; "
-                               "give the dataset the run was started on")
-        data = load_dataset(config.dataset, config.data_dir) if data is None else data
-        self.data = data.select(config.classes, config.downsample).with_validation(config.validation, config.seed)
-        self.device_url = resolve_device_url(config.device, self.data.features, config.hidden, config.conv)
+        self.session = Session.open(config, data)
         with ExitStack() as on_failure:
-            self.device = on_failure.enter_context(open_device(self.device_url))
+            on_failure.enter_context(self.session)
             self._start_up()
             on_failure.pop_all()
 
     def _start_up(self) -> None:
-        """Everything after the device is open: the network, the rule and the run's state."""
-        config = self.config
-        check_fits(self.device, self.data, self.device_url)
-        self.info = self.device.info()
-        check_memory(host_bytes(self.info), f"a network of {parameter_count(self.info):,} parameters "
-                     f"({self.device_url})", "use narrower layers (--hidden, or the device URL's layers)")
-        self.model = MonoForward.initialise(self.info, self.data.classes, config.seed, config.torch_device,
-                                           config.features, config.goodness, config.margin)
-        self.rule: Rule = make_rule(self.device, self.model, config)
-        options = ", ".join(f"{k} {v}" for k, v in self.rule.options.model_dump(mode="json").items())
-        check_memory(host_bytes(self.info) + self.rule.step_bytes(),
-                     f"a step of {self.rule.name}" + (f" ({options})" if options else ""), self.rule.memory_advice())
-        self.optimizer = self._optimizer()
+        """The run's state: restored from the checkpoint, or fresh with the rule's calibration."""
         self.stop = StopFlag()
         self.epoch = 0
         self.step_in_epoch = 0
@@ -156,22 +99,56 @@ class Trainer:
         checkpoint = self.run.load_checkpoint()
         if checkpoint is not None:
             self._check_checkpoint(checkpoint)
-        self.epoch_estimate = self._estimate_epoch()
+        self.epoch_estimate = self.session.estimate_epoch()
         """Seconds an epoch is expected to take: from a timed sample of a step at start-up, or the first step."""
         if checkpoint is not None:
             self._restore_checked(checkpoint)
         else:
-            self.calibration = self.rule.calibrate(self.data.x_train[:config.batch_size].to(config.torch_device),
-                                                   self.data.y_train[:config.batch_size].to(config.torch_device))
+            self.calibration = self.session.calibrate()
         self.resumed = checkpoint is not None
         self._saved_steps = self.train_steps if self.resumed else None
-        self.scheduler = self._scheduler()
+        self.scheduler = self.session.scheduler(self.epoch)
         self.model.clip_(self.info, self.rule.margin())
         self.rule.constrain_()
 
+    @property
+    def data(self) -> Dataset:
+        """The run's dataset, selected and split for validation."""
+        return self.session.data
+
+    @property
+    def device_url(self) -> str:
+        """The device's URL, as resolved for the dataset."""
+        return self.session.device_url
+
+    @property
+    def device(self) -> Device:
+        """The open device."""
+        return self.session.device
+
+    @property
+    def info(self) -> DeviceInfo:
+        """The device's layers, bounds and identity."""
+        return self.session.info
+
+    @property
+    def model(self) -> MonoForward:
+        """The network whose parameters the device evaluates."""
+        return self.session.model
+
+    @property
+    def rule(self) -> Rule:
+        """The learning rule."""
+        return self.session.rule
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over the network's tensors."""
+        return self.session.optimizer
+
     def close(self) -> None:
         """Close the device. Idempotent."""
-        self.device.close()
+        self.session.close()
 
     def __enter__(self) -> "Trainer":
         return self
@@ -179,60 +156,9 @@ class Trainer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        tensors = self.model.tensors()
-        if self.config.optimizer == "adam":
-            return torch.optim.Adam(tensors, lr=self.config.lr)
-        return torch.optim.SGD(tensors, lr=self.config.lr, momentum=self.config.momentum)
-
-    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        """The rate schedule over ``config.epochs``, at the current epoch.
-
-        It starts from the configured rate and is stepped through the epochs already trained, so a
-        run resumed to a new total continues the schedule over that total (a cosine rebuilt over the
-        new number of epochs, at the epoch where the run stands), with the rates an uninterrupted run
-        to that total has from there on.
-        """
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr
-        if self.config.lr_schedule == "cosine":
-            scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=self.config.epochs)
-        else:
-            scheduler = torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
-        with warnings.catch_warnings():  # replaying the epochs trained: no optimizer step in between
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            for _ in range(self.epoch):
-                scheduler.step()
-        return scheduler
-
-    def _estimate_epoch(self) -> float | None:
-        """Seconds an epoch will take, from the rule's timed sample of a step, named at once when impractical.
-
-        Only on a device that can be rewound (a simulator, left as it was); a bench device would be
-        moved by the sample, so its estimate comes from the run's first step (None until then).
-        """
-        state = self.device.state_dict()
-        if state is None:
-            return None
-        batch = slice(0, self.config.batch_size)
-        step = self.rule.step_seconds(self.data.x_train[batch].to(self.config.torch_device),
-                                      self.data.y_train[batch].to(self.config.torch_device))
-        self.device.load_state_dict(state)
-        return self._check_epoch_time(step, "timed at start")
-
-    def _check_epoch_time(self, step: float, how: str) -> float:
-        """An epoch's seconds at ``step`` seconds a step; an impractical one is named, with what to change."""
-        seconds = step * self.steps_per_epoch()
-        if seconds > IMPRACTICAL_EPOCH_SECONDS:
-            log.warning("%s would take about %s per epoch (%s per step x %d steps, %s); to train in minutes: fewer "
-                        "phase chunks (chunks=8 in a sim://photonic URL), narrower layers (--hidden 64, --downsample "
-                        "4 for 28x28 images), fewer --directions or a larger --batch-size",
-                        self.device_url, duration(seconds), duration(step), self.steps_per_epoch(), how)
-        return seconds
-
     def steps_per_epoch(self) -> int:
-        return -(-len(self.data.x_train) // self.config.batch_size)
+        """Optimizer steps in an epoch."""
+        return self.session.steps_per_epoch()
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the run summary (also written to the folder).
@@ -316,7 +242,7 @@ class Trainer:
             self.rule.constrain_()
             self.train_seconds += time.perf_counter() - started
             if self.epoch_estimate is None:
-                self.epoch_estimate = self._check_epoch_time(time.perf_counter() - started, "the first step")
+                self.epoch_estimate = self.session.epoch_seconds(time.perf_counter() - started, "the first step")
             self.train_queries += self.device.counters.queries - queries
             self.train_steps += 1
             self.step_in_epoch += 1

@@ -166,7 +166,7 @@ def test_a_signal_stops_at_a_step_boundary_with_a_final_checkpoint(tmp_path, sig
     assert len({(step, name) for step, _, name, _ in store}) == len(store)
 
 
-@pytest.mark.parametrize("where", [("hil.trainer", "hil.trainer", "load_dataset"),
+@pytest.mark.parametrize("where", [("hil.session", "hil.session", "load_dataset"),
                                    ("hil.rules.mf_dd", "hil.rules.mf_dd.MonoForwardDD", "calibrate")],
                          ids=["loading data", "calibrating"])
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -11,7 +11,8 @@ from devices import CapabilityError, Device
 from hil.config import build_config
 from hil.data import DatasetError
 from hil.runs import RunFolder
-from hil.trainer import Trainer, resolve_device_url
+from hil.session import resolve_device_url
+from hil.trainer import Trainer
 from simulators import SimulatedCrossbar
 
 MINUTES = 15 * 60  # an epoch "in minutes", with room for a loaded 2-core machine (about 30 s when idle)
@@ -115,9 +116,9 @@ class _NoAutograd(SimulatedCrossbar):
 
 
 def test_autograd_rules_refuse_a_device_without_autograd(tmp_path, monkeypatch):
-    import hil.trainer
+    import hil.session
 
-    monkeypatch.setattr(hil.trainer, "open_device", lambda url: _NoAutograd())
+    monkeypatch.setattr(hil.session, "open_device", lambda url: _NoAutograd())
     with pytest.raises(CapabilityError, match="mf-dd"):
         _trainer(tmp_path, rule="mf-ad", device="sim://crossbar?layers=64,256,256")
 
