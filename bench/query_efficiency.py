@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, pyplot, write_results  # noqa: E402
 
 
-
 def _label(group: dict[str, Any], legacy: bool) -> str:
     config = group["runs"][0]["config"]
     options = {**config, **config.get("rule_options", {})}  # flat in results written before rule options
