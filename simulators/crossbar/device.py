@@ -181,8 +181,12 @@ class SimulatedCrossbar(Device):
             if sums is None:
                 sums = self.physics.column_sums(layer, rows, self._weights_now(layer))
             base = params["bias"].to(self._dev)
-            step = base.new_zeros(n_dir, *base.shape) if perturbation.eps == 0 else \
-                perturbation.eps * split_chunks(spec, perturbation.vectors(spec, self._dev))["bias"]
+            if perturbation.eps == 0:
+                step = base.new_zeros(n_dir, *base.shape)
+            elif perturbation.chunk is None:  # the bias direction: 1 on every bias, built without the weights
+                step = base.new_full((n_dir, *base.shape), perturbation.eps)
+            else:
+                step = perturbation.eps * split_chunks(spec, perturbation.vectors(spec, self._dev))["bias"]
             bounds = next(p for p in spec.params if p.name == "bias")
             bias = torch.cat([base + step, base - step]).clamp(bounds.low, bounds.high)
             reads = sums.expand(queries, *sums.shape)
