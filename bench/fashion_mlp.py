@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", action="append", default=[], metavar="METHOD=RATE",
-                        help="a method's Adam rate, e.g. activity=0.003 (default: bp, mf-ad and activity 3e-3, "
+                        help="a method's Adam rate, e.g. activity=0.003 (default: bp and mf-ad 3e-3, activity 1e-2, "
                              "weight 1e-2)")
     parser.add_argument("--reach", type=float, default=0.85, help="accuracy whose query cost is reported")
     parser.add_argument("--seed", type=int, default=0)
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="results file name (default fashion_mlp)")
     args = parser.parse_args()
 
-    rates = {"bp": 3e-3, "mf-ad": 3e-3, "activity": 3e-3, "weight P=4": 1e-2, "weight P=1": 1e-2}
+    rates = {"bp": 3e-3, "mf-ad": 3e-3, "activity": 1e-2, "weight P=4": 1e-2, "weight P=1": 1e-2}
     for item in args.lr:
         method, _, rate = item.partition("=")
         if method not in rates:
