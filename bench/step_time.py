@@ -41,11 +41,7 @@ WARM_UP = 3  # rounds left out of the medians (allocations, first-touch pages)
 def _step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, step: int) -> float:
     """Seconds of one training step as the trainer takes it."""
     started = time.perf_counter()
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.rule.step(x, y, step)
-    trainer.optimizer.step()
-    trainer.model.clip_(trainer.info, trainer.rule.margin())
-    trainer.rule.constrain_()
+    trainer.step(x, y, step)
     return time.perf_counter() - started
 
 

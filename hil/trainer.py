@@ -23,6 +23,7 @@ from hil.data import Dataset
 from hil.model import MonoForward
 from hil.recorder import RunRecorder
 from hil.rules import Rule
+from hil.rules.base import StepOutput
 from hil.runs import CHECKPOINT, CheckpointError, RunFolder
 from hil.session import Session
 
@@ -156,6 +157,15 @@ class Trainer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> StepOutput:
+        """One training step on batch ``(x, y)``: the rule's gradients, the optimizer, the device's bounds."""
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.rule.step(x, y, step)
+        self.optimizer.step()
+        self.model.clip_(self.info, self.rule.margin())
+        self.rule.constrain_()
+        return out
+
     def steps_per_epoch(self) -> int:
         """Optimizer steps in an epoch."""
         return self.session.steps_per_epoch()
@@ -235,11 +245,7 @@ class Trainer:
             x = self.data.x_train[idx].to(cfg.torch_device)
             y = self.data.y_train[idx].to(cfg.torch_device)
             started, queries = time.perf_counter(), self.device.counters.queries
-            self.optimizer.zero_grad(set_to_none=True)
-            out = self.rule.step(x, y, self.epoch * n_steps + self.step_in_epoch)
-            self.optimizer.step()
-            self.model.clip_(self.info, self.rule.margin())
-            self.rule.constrain_()
+            out = self.step(x, y, self.epoch * n_steps + self.step_in_epoch)
             self.train_seconds += time.perf_counter() - started
             if self.epoch_estimate is None:
                 self.epoch_estimate = self.session.epoch_seconds(time.perf_counter() - started, "the first step")
