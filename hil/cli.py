@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, closing, nullcontext
@@ -201,6 +202,40 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind, text in FAULT_FLAGS:
         emulate.add_argument(f"--{name}", type=kind, default=0, help=text)
 
+    sweep = sub.add_parser(
+        "sweep",
+        help="train the trials of a sweep file on Ray Tune, locally or on a cluster",
+        description="Run a sweep: a base config, a search space over its fields, a validation metric to choose "
+        "on, optional early stopping (ASHA) and a trial budget (see examples/sweep.yaml and README's \"Many runs, "
+        "many machines\"). Each trial is a hil train run; the sweep folder holds every trial as a run (watch them "
+        "live: hil serve --runs DIR/runs), results.md/.json/.png, and best.yaml, the chosen trial's config for hil "
+        "train. Needs the extra hil[cluster] (Ray).",
+    )
+    what = sweep.add_mutually_exclusive_group(required=True)
+    what.add_argument("file", nargs="?", type=Path, help="sweep file (YAML)")
+    what.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted sweep: finished trials "
+                      "stay, the others continue from their last checkpoint")
+    sweep.add_argument("--out", type=Path, help="sweep folder to create (default: sweeps/<time>-<file name>)")
+    sweep.add_argument("--address", help="Ray cluster to run on, e.g. 10.0.0.5:6379 or auto (the one ray start "
+                       "made on this machine); default: a local Ray on this machine's cores")
+    sweep.add_argument("--jobs", type=int, help="trials at once (default: as many as the cores or devices allow)")
+
+    node = sub.add_parser(
+        "node",
+        help="start or join a Ray cluster as a node that offers its bench devices to sweeps",
+        description="Start a Ray node (ray start) that offers each bench device attached here as one unit of the "
+        "resource hil_device_<kind> (crossbar or photonic, read from the device), and a registry that leases each "
+        "URL to one trial at a time. A sweep with `device: crossbar` sends its trials to such nodes. Stop the node "
+        "with `ray stop`. Needs the extra hil[cluster] (Ray).",
+    )
+    where_node = node.add_mutually_exclusive_group(required=True)
+    where_node.add_argument("--head", action="store_true", help="start a new cluster with this machine as its head")
+    where_node.add_argument("--address", help="join the cluster whose head is at this address (host:port)")
+    node.add_argument("--device", action="append", default=[], metavar="URL",
+                      help="a bench device of this machine, e.g. serial://2E8A:000A/SN1 or visa://... (repeat)")
+    node.add_argument("--port", type=int, default=6379, help="--head: the cluster's port (default: 6379)")
+    node.add_argument("--cpus", type=int, help="cores this node offers to trials (default: all)")
+
     export = sub.add_parser("export", help="write a run's metrics from the run store as CSV",
                             description="Write every metric row of a run (id, step, epoch, name, value, time) "
                             "from the runs folder's store as CSV.")
@@ -294,6 +329,38 @@ def _bench(args: argparse.Namespace) -> int:
                         lrs=args.lrs, methods=methods, sweep_seeds=args.sweep_seeds)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from hil.cluster.engine import require_ray
+
+    require_ray()
+    from hil.cluster.sweep import resume, sweep
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.resume is not None:
+        if args.out is not None:
+            raise ConfigError("--resume continues the sweep in its own folder; leave out --out")
+        path = resume(args.resume, args.address, args.jobs)
+    else:
+        out = args.out or Path("sweeps") / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.file.stem}"
+        path = sweep(args.file, out, args.address, args.jobs)
+    print(f"wrote {path} (and results.json, results.png, best.yaml; the trials' runs in {path.parent / 'runs'})",
+          file=sys.stderr)
+    return 0
+
+
+def _node(args: argparse.Namespace) -> int:
+    from hil.cluster.node import start_node
+
+    if not args.device:
+        raise ConfigError("give the bench devices of this machine: --device URL (repeat for several)")
+    kinds = start_node(args.device, head=args.head, address=args.address, port=args.port, cpus=args.cpus)
+    for url, kind in kinds.items():
+        print(f"offering {url} as one {kind}", file=sys.stderr)
+    print("stop this node with: ray stop", file=sys.stderr)
     return 0
 
 
@@ -502,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("train", "emulate", "bench"):
+    if args.command in ("train", "emulate", "bench", "sweep"):
         keep_freed_memory()
     try:
         if args.command == "train":
@@ -519,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
             return _firmware(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "sweep":
+            return _sweep(args)
+        if args.command == "node":
+            return _node(args)
     except (ConfigError, DatasetError, DeviceError, FileExistsError) as err:
         print(f"hil: error: {err}", file=sys.stderr)
         return 2

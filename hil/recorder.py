@@ -26,8 +26,10 @@ PAUSE_POLL_SECONDS = 0.2
 class RunRecorder:
     """One run's reports: metrics, events, device counters, final status; and its controls."""
 
-    def __init__(self, run: RunFolder, config: dict[str, Any], device_url: str, identity: str, seed: int) -> None:
-        self.store = RunStore.for_runs(run.path.parent)
+    def __init__(self, run: RunFolder, config: dict[str, Any], device_url: str, identity: str, seed: int,
+                  store: RunStore | None = None) -> None:
+        """Record the run as started in ``store`` (default: the store of the folder that holds the run's)."""
+        self.store = RunStore.for_runs(run.path.parent) if store is None else store
         self.run_id = run.path.name
         self.tensorboard = open_writer(run.path)
         self._counters_at = 0.0

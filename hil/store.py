@@ -113,8 +113,9 @@ class RunStore:
     # ----------------------------------------------------------------- writes (trainer)
 
     def start_run(self, run_id: str, run_dir: Path, config: dict[str, Any], device: str, identity: str,
-                  seed: int) -> None:
-        """Record a run as running in this process (a resumed run is updated in place)."""
+                  seed: int, pid: int | None = None, host: str | None = None) -> None:
+        """Record a run as running in process ``pid`` on ``host`` (default: this one; a resumed run is updated
+        in place)."""
         now = time.time()
         with self._db() as db:
             db.execute(
@@ -123,8 +124,8 @@ class RunStore:
                 " config = excluded.config, device = excluded.device, identity = excluded.identity,"
                 " status = 'running', stopped = NULL, exit_reason = NULL, pid = excluded.pid,"
                 " host = excluded.host, heartbeat = excluded.heartbeat",
-                (run_id, str(run_dir), json.dumps(config), device, identity, seed, now, os.getpid(),
-                 socket.gethostname(), now))
+                (run_id, str(run_dir), json.dumps(config), device, identity, seed, now, pid or os.getpid(),
+                 host or socket.gethostname(), now))
             db.execute("UPDATE controls SET done = ? WHERE run_id = ? AND done IS NULL", (now, run_id))
 
     def log_metrics(self, run_id: str, step: int, epoch: int, values: dict[str, float]) -> None:

@@ -26,6 +26,7 @@ from hil.rules import Rule
 from hil.rules.base import StepOutput
 from hil.runs import CHECKPOINT, CheckpointError, RunFolder
 from hil.session import Session
+from hil.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class Trainer:
         self.calibration: dict[str, Any] | None = None
         self.recorder: RunRecorder
         """The run's reports to the store; opened by :meth:`fit`."""
+        self.store: RunStore | None = None
+        """Where :meth:`fit` reports: default the store of the runs folder; a sweep's trial reports to the driver's."""
         checkpoint = self.run.load_checkpoint()
         if checkpoint is not None:
             self._check_checkpoint(checkpoint)
@@ -175,29 +178,41 @@ class Trainer:
 
         From here on Ctrl-C and SIGTERM stop the run at the next step boundary with a final checkpoint.
         """
-        log.info("%s on %s (%s)", self.rule.summary(), self.device_url, self.info.identity)
         with self._stop_on_signals():
-            recorder = self._open_records()
+            self.begin()
             try:
                 while self.epoch < self.config.epochs and not self.stop.requested:
-                    self._train_epoch()
-                if self.stop.requested and self._saved_steps != self.train_steps:
-                    self._checkpoint()
+                    self.train_epoch()
             except BaseException as err:
-                recorder.finish("failed", f"{type(err).__name__}: {err}", {"error": f"{type(err).__name__}: {err}"})
+                self.fail(err)
                 raise
-            status = "stopped" if self.stop.requested else "finished"
-            summary = self.summary(status)
-            self.run.write_summary(summary)
-            recorder.counters(self.device)
-            recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
-                                                              "epochs": summary["epochs"], "reason": self.stop.reason})
+            return self.end()
+
+    def begin(self) -> None:
+        """Open the run's records (:meth:`fit` does; a driver that runs :meth:`train_epoch` itself calls this first)."""
+        log.info("%s on %s (%s)", self.rule.summary(), self.device_url, self.info.identity)
+        self._open_records()
+
+    def fail(self, err: BaseException) -> None:
+        """Record the run as failed by ``err``."""
+        self.recorder.finish("failed", f"{type(err).__name__}: {err}", {"error": f"{type(err).__name__}: {err}"})
+
+    def end(self) -> dict[str, Any]:
+        """Close the run: a checkpoint if it stops early, its summary, its final status; returns the summary."""
+        if self.stop.requested and self._saved_steps != self.train_steps:
+            self._checkpoint()
+        status = "stopped" if self.stop.requested else "finished"
+        summary = self.summary(status)
+        self.run.write_summary(summary)
+        self.recorder.counters(self.device)
+        self.recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
+                                                               "epochs": summary["epochs"], "reason": self.stop.reason})
         return summary
 
     def _open_records(self) -> RunRecorder:
         """Open the run's store records where the checkpoint left them (nothing on a fresh start)."""
         self.recorder = RunRecorder(self.run, self.config.model_dump(mode="json"), self.device_url,
-                                    self.info.identity, self.config.seed)
+                                    self.info.identity, self.config.seed, self.store)
         self.recorder.rewind(self.train_steps)
         self.run.keep_metrics(self.history)
         if self.resumed:
@@ -230,7 +245,8 @@ class Trainer:
         log.warning("%s: stopping after this step with a checkpoint (a second signal does not hurry it)",
                     signal.Signals(signum).name)
 
-    def _train_epoch(self) -> None:
+    def train_epoch(self) -> None:
+        """Train the rest of the current epoch; at its end, evaluate and commit it with a checkpoint."""
         cfg = self.config
         order = torch.randperm(len(self.data.x_train), generator=torch.Generator().manual_seed(
             cfg.seed * 100003 + self.epoch))

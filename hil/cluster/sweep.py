@@ -1,0 +1,188 @@
+"""``hil sweep``: a sweep file's trials on Ray Tune, each a ``hil train`` run, and the results of them all.
+
+A sweep folder holds ``sweep.yaml`` (the file as given), ``runs/`` (every trial as a run folder and in
+the run store: ``hil serve --runs DIR/runs`` shows the sweep as it goes), ``tune/`` (Ray Tune's state,
+from which ``--resume`` continues without training finished trials again), and the results:
+``results.json``, ``results.md``, ``results.png`` and ``best.yaml``, the chosen trial's config, which
+``hil train`` accepts.
+"""
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from hil.cluster.devices import resource_name
+from hil.cluster.engine import connect
+from hil.cluster.reporting import start_reports
+from hil.cluster.spec import Sweep, load_sweep, trial_values
+from hil.cluster.trial import Trial, TrialSetup
+from hil.config import ConfigError, build_config
+from hil.experiments.report import environment, pyplot
+from hil.runs import METRICS
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.yaml"
+RUNS = "runs"
+TUNE = "tune"
+
+
+def sweep(path: Path, out: Path, address: str | None = None, jobs: int | None = None) -> Path:
+    """Run the sweep file at ``path`` into the new folder ``out``; returns ``results.md``."""
+    spec = load_sweep(path)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{str(out)!r} is not empty; give a new folder, or continue it with --resume {out}")
+    (out / RUNS).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, out / SWEEP_FILE)
+    return _run(spec, out, address, jobs, resume=False)
+
+
+def resume(out: Path, address: str | None = None, jobs: int | None = None) -> Path:
+    """Continue the interrupted sweep in ``out``: finished trials stay, the others start again from their
+    last checkpoint."""
+    if not (out / TUNE).is_dir():
+        raise ConfigError(f"{str(out)!r} holds no sweep to continue (no {TUNE}/ folder); start one with hil sweep")
+    return _run(load_sweep(out / SWEEP_FILE), out, address, jobs, resume=True)
+
+
+def _run(spec: Sweep, out: Path, address: str | None, jobs: int | None, resume: bool) -> Path:
+    ray = connect(address, None if jobs is None else jobs * spec.cpus)
+    epochs = spec.check().epochs
+    reports = start_reports(out / RUNS)
+    resources = {"cpu": spec.cpus, **({resource_name(spec.device): 1} if spec.device else {})}
+    setup = TrialSetup(base=spec.base, device=spec.device, cpus=spec.cpus, reports=reports)
+    trainable = tune.with_resources(tune.with_parameters(Trial, setup=setup), resources)
+    space = {name: values.domain() for name, values in spec.space.items()}
+    if resume:
+        tuner = tune.Tuner.restore(str((out / TUNE).resolve()), trainable, resume_unfinished=True,
+                                   resume_errored=spec.retries > 0, param_space=space)
+    else:
+        scheduler = None if spec.asha is None else ASHAScheduler(
+            max_t=epochs, grace_period=min(spec.asha.grace_period, epochs),
+            reduction_factor=spec.asha.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.direction, scheduler=scheduler,
+                                        num_samples=spec.samples, max_concurrent_trials=jobs,
+                                        time_budget_s=spec.time_budget, trial_name_creator=trial_name,
+                                        trial_dirname_creator=trial_name),
+            run_config=tune.RunConfig(name=TUNE, storage_path=str(out.resolve()), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                      # a trial's checkpoints are its run folder's, which the driver holds
+                                      checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                                      callbacks=[EndRuns(reports)]))
+    grid = tuner.fit()
+    ray.get(reports.ready.remote())  # the callbacks' last calls have landed
+    return write_results(spec, out, [_trial_row(result, out) for result in grid])
+
+
+def trial_name(trial: Any) -> str:
+    """A trial's name and folder: its id, which is also its run's id."""
+    return str(trial.trial_id)
+
+
+class EndRuns(tune.Callback):
+    """Marks a trial's run failed when its trainer could not (its process was killed, its node died)."""
+
+    def __init__(self, reports: Any) -> None:
+        self.reports = reports
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.reports.end_if_live.remote(trial.trial_id, "failed", "the trial's process failed or was killed")
+
+
+def _trial_row(result: Any, out: Path) -> dict[str, Any]:
+    """One trial: its drawn values, status, and each epoch's metrics (from the run folder the driver holds)."""
+    trial_id = Path(result.path).name
+    folder = out / RUNS / trial_id
+    history = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()] \
+        if (folder / METRICS).is_file() else []
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    return {"trial": trial_id, "drawn": {k: v for k, v in result.config.items()}, "history": history,
+            "status": summary.get("status") or ("failed" if result.error else "stopped early"),
+            "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
+            "device": summary.get("device"), "run_dir": str(folder)}
+
+
+def best_epoch(row: dict[str, Any], metric: str, direction: str) -> dict[str, Any] | None:
+    """The trial's epoch with the best ``metric`` (validation), or None if it reported none."""
+    seen = [epoch for epoch in row["history"] if _metric(epoch, metric) is not None]
+    pick = max if direction == "max" else min
+    return pick(seen, key=lambda epoch: _metric(epoch, metric)) if seen else None
+
+
+def _metric(epoch: dict[str, Any], metric: str) -> float | None:
+    """An epoch row's value of a sweep metric (``val_accuracy``: the cumulative one where it exists)."""
+    if metric == "val_accuracy":
+        return epoch.get("val_accuracy_cumulative", epoch.get("val_accuracy_final_layer"))
+    return epoch.get(metric)
+
+
+def write_results(spec: Sweep, out: Path, rows: list[dict[str, Any]]) -> Path:
+    """``results.json``, ``results.md``, ``results.png`` and ``best.yaml``; returns ``results.md``."""
+    for row in rows:
+        row["best"] = best_epoch(row, spec.metric, spec.direction)
+    ranked = sorted([r for r in rows if r["best"]], key=lambda r: _metric(r["best"], spec.metric),
+                    reverse=spec.direction == "max") + [r for r in rows if not r["best"]]
+    if ranked and ranked[0]["best"]:
+        best = ranked[0]
+        config = build_config(trial_values(spec.base, best["drawn"]))
+        chosen = config.model_dump(mode="json", exclude={"run_dir"})
+        (out / "best.yaml").write_text(f"# the best trial of {out} ({best['trial']}) by {spec.metric} "
+                                       f"({spec.direction}); train it with: hil train {out / 'best.yaml'}\n"
+                                       + yaml.safe_dump(chosen, sort_keys=False))
+    payload = {"environment": environment(), "sweep": spec.model_dump(mode="json"), "trials": ranked}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = _table(spec, ranked)
+    (out / "results.md").write_text(f"{table}\nProduced by `{payload['environment']['command']}`; trials chosen on "
+                                    f"{spec.metric} ({spec.direction}, the best epoch of each), test accuracy "
+                                    "reported at that epoch.\n")
+    _plot(out / "results.png", spec, ranked)
+    return out / "results.md"
+
+
+def _table(spec: Sweep, rows: list[dict[str, Any]]) -> str:
+    names = list(spec.space)
+    head = ["trial", *names, spec.metric, "test accuracy", "epoch", "epochs", "status", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        best = row["best"] or {}
+        value = _metric(best, spec.metric) if best else None
+        test = best.get("test_accuracy_cumulative", best.get("test_accuracy_final_layer")) if best else None
+        cells = [row["trial"], *(_cell(row["drawn"].get(n)) for n in names), _cell(value), _cell(test),
+                 str(best.get("epoch", "-")), str(len(row["history"])), row["status"], row["device"] or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if not math.isnan(value) else "-"
+    return "-" if value is None else str(value)
+
+
+def _plot(path: Path, spec: Sweep, rows: list[dict[str, Any]]) -> None:
+    """The metric per epoch of every trial."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        points = [(e["epoch"], _metric(e, spec.metric)) for e in row["history"] if _metric(e, spec.metric) is not None]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=row["trial"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(spec.metric)
+    ax.grid(alpha=0.3)
+    if len(rows) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
