@@ -296,8 +296,11 @@ def _parser() -> argparse.ArgumentParser:
                        "N seeds only, then train the other seeds at the chosen rate (default: every seed, every rate)")
     bench.add_argument("--methods", help="rq1: comma-separated columns, of bp, mf-ad, weight and activity "
                        "(default: all four)")
-    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process "
-                       "(default: 1)")
+    bench.add_argument("--jobs", type=int, default=1, help="runs trained at once; more than 1 trains them as "
+                       "tasks on a local Ray with N x --threads CPUs, which needs the extra hil[cluster] (default: 1, "
+                       "in this process, without Ray)")
+    bench.add_argument("--address", metavar="ADDR", help="train the runs on the Ray cluster at ADDR, e.g. "
+                       "HOST:6379, or auto for the one `ray start` made on this machine (needs hil[cluster])")
     bench.add_argument("--reuse", type=Path, action="append", default=[], metavar="JSON",
                        help="an earlier results file: its runs whose config equals one asked for are taken "
                        "instead of trained again, e.g. to add seeds (may be repeated)")
@@ -316,7 +319,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.methods and args.experiment != "rq1" or sorted(set(methods) - set(METHODS)):
         raise ConfigError(f"--methods: rq1 only, and of {', '.join(METHODS)}; got {args.methods!r}")
     threads = args.threads
-    if threads is None and args.jobs > 1:
+    if threads is None and (args.jobs > 1 or args.address):
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
     datasets = _names(args.datasets)
     nets = _names(args.nets) or list(NETS)
@@ -325,8 +328,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nets: unknown {', '.join(unknown)}; choose from {', '.join(NETS)}")
     settings = Settings(out=args.out, seeds=args.seeds, epochs=args.epochs, datasets=datasets,
                         data_dir=args.data_dir, smoke=args.smoke, threads=threads, nets=nets,
-                        hidden=args.hidden, name=args.name, jobs=args.jobs, reuse=args.reuse,
-                        lrs=args.lrs, methods=methods, sweep_seeds=args.sweep_seeds)
+                        hidden=args.hidden, name=args.name, jobs=args.jobs, address=args.address,
+                        reuse=args.reuse, lrs=args.lrs, methods=methods, sweep_seeds=args.sweep_seeds)
     path = EXPERIMENTS[args.experiment](settings)
     print(f"wrote {path} (and .json, .png)", file=sys.stderr)
     return 0

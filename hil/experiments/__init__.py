@@ -3,12 +3,13 @@
 Each trains a grid of configs over several seeds on the simulated crossbar and writes
 ``NAME.json`` (every run's config, summary and history), ``NAME.md`` (mean +- std over the seeds,
 published numbers beside) and ``NAME.png`` to a results folder. ``smoke`` is a short version on
-digits that CI runs; the benchmark scripts in ``bench/`` share the pieces here. Runs may train in
-several processes at once (``jobs``), and runs already in earlier results files with the very same
-config are taken from there instead of trained again (``reuse``), so a long grid can grow by seeds.
+digits that CI runs; the benchmark scripts in ``bench/`` share the pieces here. Runs may train
+several at once as Ray tasks, on a local Ray (``jobs``) or a cluster (``address``), and runs already
+in earlier results files with the very same config are taken from there instead of trained again
+(``reuse``), so a long grid can grow by seeds.
 
 One module per concern: :mod:`.settings` (the command line's knobs), :mod:`.runner` (training
-runs, worker processes, reuse, statistics, choosing rates on validation), :mod:`.report` (results
+runs, here or on Ray, reuse, statistics, choosing rates on validation), :mod:`.report` (results
 files, tables, plots), and one module per experiment.
 """
 

@@ -28,7 +28,7 @@ def mdfa(settings: Settings) -> Path:
              "data_dir": data_dir_for(settings, dataset)}
     lrs = settings.lrs or [train["lr"]]
     names = [f"classes {c[0]} vs {c[1]}" if c else "all classes" for c in tasks]
-    with Runner(settings.jobs, settings.reuse) as runner:
+    with Runner(settings.jobs, settings.reuse, settings.address) as runner:
         groups = [{**over_seeds(runner, settings, {**train, "rule": rule, "classes": classes, "lr": lr},
                                 f"{name} {rule}" + (f" lr {lr:g}" if len(lrs) > 1 else "")),
                    "task": name, "rule": rule, "lr": lr}

@@ -76,7 +76,7 @@ def finish(settings: Settings, name: str, groups: list[dict[str, Any]], table: s
             plot: Callable[[Path], None]) -> Path:
     name = settings.name or (f"{name}_smoke" if settings.smoke else name)
     env = {**environment(), "jobs": settings.jobs}
-    if settings.threads:  # each run's own setting, also where runs train in worker processes
+    if settings.threads:  # each run's own setting, also where runs train on Ray
         env["cpu_threads"] = settings.threads
     payload = {"environment": env, "seeds": list(range(settings.seeds)), **extra, "groups": groups}
     write_results(settings.out, name, payload, table + reuse_note(groups))

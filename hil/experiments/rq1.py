@@ -43,7 +43,7 @@ def rq1(settings: Settings) -> Path:
     rates = {method: settings.lrs or [1e-2 if settings.smoke else RQ1_RATES[method]] for method in methods}
     sweep = range(min(settings.sweep_seeds or settings.seeds, settings.seeds))
     groups = []
-    with Runner(settings.jobs, settings.reuse) as runner:
+    with Runner(settings.jobs, settings.reuse, settings.address) as runner:
         for dataset in available_datasets(settings):
             for net, shape in nets.items():
                 for method in methods:

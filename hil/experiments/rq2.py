@@ -14,7 +14,7 @@ def rq2(settings: Settings) -> Path:
     dataset = "digits" if settings.smoke else (settings.datasets or ["fashion-mnist"])[0]
     train = {**training(settings, 20, 3e-3), "hidden": hidden_widths(settings, [32], [1000, 1000]),
              "rule": "mf-dd", "estimator": "weight", "dataset": dataset, "data_dir": data_dir_for(settings, dataset)}
-    with Runner(settings.jobs, settings.reuse) as runner:
+    with Runner(settings.jobs, settings.reuse, settings.address) as runner:
         groups = [{**over_seeds(runner, settings, {**train, "directions": p, "combine": combine}, f"P={p} {combine}"),
                    "directions": p, "combine": combine}
                   for p in (1, 2, 4, 8) for combine in ("mean", "projection")]

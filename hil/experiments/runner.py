@@ -1,18 +1,20 @@
-"""Training the runs of an experiment: one config in a scratch folder, many in worker processes,
+"""Training the runs of an experiment: one config in a scratch folder, many at once as Ray tasks,
 and runs taken from earlier results files instead of trained again (``--reuse``)."""
 
 import json
+import socket
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hil.allocator import keep_freed_memory
+from hil.cluster.engine import connect
 from hil.config import ConfigError, build_config
 from hil.experiments.settings import Settings
 from hil.runs import RunFolder
@@ -87,34 +89,76 @@ def finished_runs(path: Path) -> dict[str, dict[str, Any]]:
 
 
 class Runner:
-    """Trains configs, in ``jobs`` worker processes, or takes them from earlier results files.
+    """Trains configs, here or as Ray tasks, or takes them from earlier results files.
 
-    A run in a ``reuse`` file whose config equals the one asked for is taken as it is, marked with
-    the file and the environment that produced it.
+    With ``jobs`` > 1 or an ``address`` each run is a Ray task that asks for its torch threads as
+    CPUs: a local Ray gets ``jobs`` x threads CPUs, so its scheduler trains ``jobs`` runs at once;
+    a cluster at ``address`` (``auto``: the one ``ray start`` made here) fits what its nodes hold.
+    Otherwise runs train one by one in this process, without Ray. A run in a ``reuse`` file whose
+    config equals the one asked for is taken as it is, marked with the file and the environment
+    that produced it.
     """
 
-    def __init__(self, jobs: int = 1, reuse: list[Path] | None = None) -> None:
+    def __init__(self, jobs: int = 1, reuse: list[Path] | None = None, address: str | None = None) -> None:
         self.finished = {key: run for path in reuse or [] for key, run in finished_runs(path).items()}
-        self.pool = None if jobs <= 1 else ProcessPoolExecutor(
-            jobs, mp_context=get_context("spawn"), initializer=keep_freed_memory)
+        self.jobs, self.address = jobs, address
+        self.ray: ModuleType | None = None  # connected at the first run that trains on Ray
+        self.train: Any = None  # _train_in_worker as a Ray remote function, once connected
+        self.pending: list[Any] = []  # the ObjectRefs of the runs sent to Ray
 
     def submit(self, values: dict[str, Any], label: str) -> Future[dict[str, Any]]:
-        """The result of :func:`run_config` for ``values``: reused, trained here, or in a worker."""
+        """The result of :func:`run_config` for ``values``: reused, trained here, or on Ray."""
         earlier = self.finished.get(config_key(values))
-        if self.pool is not None and earlier is None:
-            return self.pool.submit(run_config, values, label, progress=False)
+        if earlier is None and (self.jobs > 1 or self.address is not None):
+            return self._on_ray(values, label)
         done: Future[dict[str, Any]] = Future()
         if earlier is not None:
             print(f"{label}: reused from {earlier['reused_from']['file']}", file=sys.stderr)
         done.set_result({**earlier, "label": label} if earlier is not None else run_config(values, label))
         return done
 
+    def _on_ray(self, values: dict[str, Any], label: str) -> Future[dict[str, Any]]:
+        """Send the run to Ray as a task asking for its torch threads as CPUs; the first one connects."""
+        threads = max(1, values.get("threads") or 1)
+        if self.ray is None:
+            if self.address is not None:
+                _check_listening(self.address)
+            self.ray = connect(self.address, self.jobs * threads)
+            self.train = self.ray.remote(_train_in_worker)
+        ref = self.train.options(num_cpus=threads).remote(values, label)
+        self.pending.append(ref)
+        return ref.future()
+
     def __enter__(self) -> "Runner":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+    def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
+        """On an error or Ctrl-C, cancel the runs still queued or training on Ray (finished ones stay)."""
+        if error is not None and self.ray is not None:
+            for ref in self.pending:
+                self.ray.cancel(ref)
+
+
+def _train_in_worker(values: dict[str, Any], label: str) -> dict[str, Any]:
+    """:func:`run_config` in a Ray worker: freed memory kept as in ``hil bench`` itself, a line per epoch."""
+    keep_freed_memory()
+    return run_config(values, label, progress=False)
+
+
+def _check_listening(address: str, timeout: float = 5.0) -> None:
+    """Raise a :class:`ConfigError` if nothing listens at a ``host:port`` Ray address.
+
+    Ray itself retries such an address for minutes; ``auto`` and other forms it resolves and
+    refuses quickly, so they pass unchecked.
+    """
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout).close()
+    except OSError as err:
+        raise ConfigError(f"--address {address}: no Ray cluster listens there ({err}); start one with "
+                          "`ray start --head` and give the address it prints") from None
 
 
 def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label: str,

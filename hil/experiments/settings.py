@@ -25,6 +25,9 @@ class Settings:
     hidden: list[int] | None = None
     name: str | None = None
     jobs: int = 1
+    """Runs trained at once; more than one trains them as tasks on a local Ray (or the one at ``address``)."""
+    address: str | None = None
+    """The Ray cluster to train on (``auto``: the one ``ray start`` made here); None: a local Ray, if any."""
     reuse: list[Path] = field(default_factory=list)
     lrs: list[float] | None = None
     methods: list[str] | None = None

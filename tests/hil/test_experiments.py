@@ -1,6 +1,7 @@
 """``hil bench``: each experiment's smoke version runs end to end and writes JSON, markdown and PNG."""
 
 import json
+import socket
 import sys
 
 import pytest
@@ -100,24 +101,54 @@ def _summaries(payload):
     return {r["label"]: r["summary"]["test_accuracy"] for g in payload["groups"] for r in g["runs"]}
 
 
-def test_jobs_train_alike_and_reuse_adds_seeds_to_earlier_results(tmp_path):
-    common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--epochs", "2", "--threads", "1"]
+@pytest.fixture
+def ray():
+    """Ray, for tests whose command starts a local one; shut down after, so later tests start clean."""
+    ray = pytest.importorskip("ray")
+    yield ray
+    ray.shutdown()
+
+
+def _trained(run):
+    """What a run learned (accuracies, losses, device queries per epoch), without its timings and scratch folder."""
+    skip = {"train_seconds", "run_dir"}
+    return ({k: v for k, v in run["summary"].items() if k not in skip},
+            [{k: v for k, v in row.items() if k not in skip} for row in run["history"]])
+
+
+def test_jobs_train_alike_on_ray_and_reuse_adds_seeds_to_earlier_results(tmp_path, ray):
+    common = ["bench", "rq1", "--smoke", "--nets", "MLP", "--methods", "bp,activity", "--epochs", "2",
+              "--threads", "1"]
     assert main([*common, "--seeds", "1", "--out", str(tmp_path / "one")]) == 0
+    assert not ray.is_initialized()  # one job trains here, without Ray
     assert main([*common, "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "pool")]) == 0
+    assert ray.cluster_resources()["CPU"] == 2  # --jobs x --threads: Ray's scheduler trains two at once
     earlier = tmp_path / "one" / "rq1_smoke.json"
     assert main([*common, "--seeds", "2", "--jobs", "2", "--reuse", str(earlier), "--out", str(tmp_path / "more")]) == 0
     one, pool, more = (json.loads((tmp_path / d / "rq1_smoke.json").read_text()) for d in ("one", "pool", "more"))
-    # runs in worker processes train exactly as in this one
-    assert {k: v for k, v in _summaries(pool).items() if k.endswith("seed 0")} == _summaries(one)
+    # runs on Ray train exactly as in this process
+    here = {r["label"]: _trained(r) for g in one["groups"] for r in g["runs"]}
+    assert {r["label"]: _trained(r) for g in pool["groups"] for r in g["runs"] if r["label"] in here} == here
     assert _summaries(more) == _summaries(pool)
     runs = [r for g in more["groups"] for r in g["runs"]]
     reused = [r for r in runs if "reused_from" in r]
-    assert [r["config"]["seed"] for r in reused] == [0, 0, 0, 0]
+    assert [r["config"]["seed"] for r in reused] == [0, 0]
     assert all(r["reused_from"]["file"] == str(earlier) for r in reused)
     # a reused run is the earlier one, timings and all, not trained again
     assert [r["wall_seconds"] for r in reused] == [r["wall_seconds"] for g in one["groups"] for r in g["runs"]]
     assert more["environment"]["jobs"] == 2
-    assert f"4 of the 8 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
+    assert f"2 of the 4 runs are reused from `{earlier}`" in (tmp_path / "more" / "rq1_smoke.md").read_text()
+
+
+def test_bench_refuses_an_address_where_no_ray_cluster_listens(capsys, tmp_path, ray):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    assert main(["bench", "rq1", "--smoke", "--nets", "MLP", "--methods", "bp", "--epochs", "1", "--seeds", "1",
+                 "--address", address, "--out", str(tmp_path)]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hil: error:")]
+    assert f"--address {address}: no Ray cluster listens there" in line and "ray start --head" in line
+    assert not ray.is_initialized()
 
 
 def test_a_results_file_grown_in_place_keeps_what_trained_each_run(tmp_path, monkeypatch):
