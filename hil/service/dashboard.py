@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from hil.service.state import READS
 
 DASHBOARD = files("hil").joinpath("dashboard")
-"""The dashboard's page, script and style; served at ``/`` and under ``/static``."""
+"""The dashboard's page, script and style, and uPlot under ``vendor/``; served at ``/`` and under ``/static``."""
 
 router = APIRouter()
 

@@ -15,7 +15,9 @@ HEALTH_COUNTERS = ("link_reconnects", "link_crc_errors", "link_timeouts", "link_
                    "device_seconds", "writes_per_cell", "queries")
 
 
-class RunSummary(BaseModel):
+class RunRecord(BaseModel):
+    """What the store records of every run."""
+
     id: str
     status: str = Field(description="running, paused, finished, stopped or failed")
     device: str
@@ -25,11 +27,16 @@ class RunSummary(BaseModel):
     stopped: float | None
     exit_reason: str | None
     heartbeat: float = Field(description="Unix time of the last metric the trainer wrote")
-
-
-class RunDetail(RunSummary):
-    run_dir: str
     config: dict[str, Any]
+
+
+class RunSummary(RunRecord):
+    latest: dict[str, float] = Field(description="newest value of each metric the run wrote (test_accuracy_cumulative, "
+                                                 "val_accuracy_cumulative, train_loss, loss...), for comparing runs")
+
+
+class RunDetail(RunRecord):
+    run_dir: str
     counters: dict[str, float] = Field(description="latest device and link counters")
 
 
@@ -86,8 +93,22 @@ def _service_status(state: ServiceState) -> ServiceStatus:
 
 @router.get("/api/runs", responses=read_errors)
 def runs(state: State) -> list[RunSummary]:
-    """Every run in the folder, newest first."""
-    return state.shared.get("runs", lambda: [RunSummary(**r) for r in state.store.runs()])
+    """Every run in the folder, newest first, with its config and latest metrics (the dashboard's run table)."""
+    return state.shared.get("runs", lambda: [RunSummary(**run, latest=latest_metrics(state, run))
+                                             for run in state.store.runs()])
+
+
+def latest_metrics(state: ServiceState, run: dict[str, Any]) -> dict[str, float]:
+    """A run's latest metrics, read again only when its heartbeat moved (every metrics write moves it).
+
+    The read scans all of a run's rows; a sweep's finished runs are then read once, not on every poll.
+    (A resumed run's rows dropped past its checkpoint still show until its next write, a step later.)
+    """
+    beat, latest = state.latest.get(run["id"], (None, {}))
+    if beat != run["heartbeat"]:
+        latest = state.store.latest_metrics(run["id"])
+        state.latest[run["id"]] = (run["heartbeat"], latest)
+    return latest
 
 
 @router.get("/api/runs/{run_id}", responses=run_errors)

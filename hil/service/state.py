@@ -1,6 +1,6 @@
 """The service's state and the token check, as FastAPI dependencies every router shares."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +29,8 @@ class ServiceState:
     shared: SharedReads
     tail: MetricsTail
     registry: CollectorRegistry
+    latest: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
+    """Per run: its heartbeat and its latest metrics then (see :func:`hil.service.runs.latest_metrics`)."""
 
 
 def service_state(request: Request) -> ServiceState:

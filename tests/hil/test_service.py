@@ -50,6 +50,9 @@ def test_read_endpoints_describe_a_finished_run(tmp_path, client):
     summary = _trainer(tmp_path, epochs=2).fit()
     runs = client.get("/api/runs", headers=AUTH).json()
     assert [r["id"] for r in runs] == ["run"] and runs[0]["status"] == "finished"
+    assert runs[0]["config"]["lr"] == 0.01  # what the dashboard's run table compares runs by
+    latest = runs[0]["latest"]
+    assert latest["test_accuracy_cumulative"] == summary["test_accuracy"] and "train_loss" in latest
     detail = client.get("/api/runs/run", headers=AUTH).json()
     assert detail["config"]["epochs"] == 2 and detail["counters"]["queries"] == summary["device_queries"]
     page = client.get("/api/runs/run/metrics", headers=AUTH).json()
@@ -67,6 +70,8 @@ def test_read_endpoints_describe_a_finished_run(tmp_path, client):
     events = client.get("/api/runs/run/events", headers=AUTH).text
     assert "event: started" in events and "event: finished" in events
     assert client.get("/").status_code == 200 and "hil" in client.get("/static/app.js").text
+    assert "uPlot" in client.get("/static/vendor/uPlot.iife.min.js").text  # the charts, open like the page
+    assert "MIT License" in client.get("/static/vendor/LICENSE").text
 
 
 def test_sse_streams_a_live_run_and_resumes_from_last_event_id(tmp_path, client):
@@ -152,6 +157,7 @@ def test_the_openapi_document_lists_every_endpoint_with_response_models(client):
             "/api/runs/{run_id}/resume", "/metrics"} <= paths
     assert {"ServiceStatus", "RunSummary", "RunDetail", "MetricsPage", "ControlAccepted"} <= set(
         doc["components"]["schemas"])
+    assert {"config", "latest"} <= set(doc["components"]["schemas"]["RunSummary"]["properties"])
 
 
 def test_only_the_dashboard_page_and_its_files_are_open_without_the_token(tmp_path, client):
@@ -206,3 +212,19 @@ def test_fifty_dashboards_share_the_store_reads_of_the_run_they_watch(tmp_path, 
     assert reads == {"run": 1, "metrics": 1}
     for since, page in zip(cursors, pages, strict=True):
         assert page["rows"] == [r for r in rows if r["id"] > since] and page["next"] == rows[-1]["id"]
+
+
+def test_the_run_list_reads_a_runs_latest_metrics_again_only_after_it_wrote(tmp_path, monkeypatch):
+    _trainer(tmp_path, epochs=1).fit()
+    monkeypatch.setattr("hil.service.SHARED_SECONDS", 0.0)  # no sharing: every request asks for the list
+    client = TestClient(create_app(tmp_path, TOKEN))
+    store = client.app.state.store
+    reads = []
+    latest_metrics = store.latest_metrics
+    store.latest_metrics = lambda run_id: reads.append(run_id) or latest_metrics(run_id)
+    for _ in range(3):
+        assert "train_loss" in client.get("/api/runs", headers=AUTH).json()[0]["latest"]
+    assert reads == ["run"]
+    store.log_metrics("run", 99, 9, {"train_loss": 0.5})
+    assert client.get("/api/runs", headers=AUTH).json()[0]["latest"]["train_loss"] == 0.5
+    assert reads == ["run", "run"]
