@@ -19,16 +19,17 @@ if TYPE_CHECKING:
     from devices.registry import open_device
     from hil import data
     from hil.api import train
+    from hil.cluster.sweep import sweep
     from hil.config import ConfigError, TrainConfig, build_config, load_config
     from hil.data import DatasetError
 
 _EXPORTS = {
     "open_device": "devices.registry", "train": "hil.api", "TrainConfig": "hil.config",
     "build_config": "hil.config", "load_config": "hil.config", "ConfigError": "hil.config",
-    "DatasetError": "hil.data",
+    "DatasetError": "hil.data", "sweep": "hil.cluster.sweep",
 }
 __all__ = ["ConfigError", "DatasetError", "TrainConfig", "build_config", "data", "load_config", "open_device",
-           "train"]
+           "sweep", "train"]
 
 
 def __getattr__(name: str) -> Any:

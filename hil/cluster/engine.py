@@ -1,6 +1,7 @@
 """Connecting to Ray: a local instance by default, or a cluster's head at ``--address``."""
 
 import logging
+import socket
 from types import ModuleType
 
 from hil.config import ConfigError
@@ -20,19 +21,38 @@ def require_ray() -> ModuleType:
 
 
 def connect(address: str | None = None, cpus: int | None = None) -> ModuleType:
-    """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` made here), or start a local one
-    with ``cpus`` CPUs (default: all). Returns ``ray``; a second call keeps the first connection.
+    """Join the Ray cluster at ``address`` (``auto``: the one ``ray start`` made here), or start a new local one
+    with ``cpus`` CPUs (default: all), even where a cluster runs. Returns ``ray``; a second call keeps the first
+    connection.
 
     A local instance's workers inherit this process's environment, so they import the same hil.
     """
     ray = require_ray()
     if ray.is_initialized():
         return ray
+    if address is not None:
+        check_listening(address)
     try:
-        ray.init(address=address, num_cpus=None if address else cpus, namespace=NAMESPACE,
+        ray.init(address=address or "local", num_cpus=None if address else cpus, namespace=NAMESPACE,
                  include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
                  configure_logging=True)
     except ConnectionError as err:
         raise ConfigError(f"cannot reach a Ray cluster at {address!r} ({err}); start one with `ray start --head` "
                           "(or `hil node --head`), and give the address it prints") from None
     return ray
+
+
+def check_listening(address: str, timeout: float = 5.0) -> None:
+    """Raise a :class:`ConfigError` if nothing listens at a ``host:port`` Ray address.
+
+    Ray itself retries such an address for minutes; ``auto`` and other forms it resolves and
+    refuses quickly, so they pass unchecked.
+    """
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout).close()
+    except OSError as err:
+        raise ConfigError(f"--address {address}: no Ray cluster listens there ({err}); start one with "
+                          "`ray start --head` (or hil node --head) and give the address it prints") from None

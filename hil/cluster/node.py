@@ -28,6 +28,6 @@ def start_node(urls: list[str], head: bool, address: str | None, port: int = 637
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise ConfigError(f"ray start failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    ray = connect(f"127.0.0.1:{port}" if head else address)
+    ray = connect("auto")  # the cluster of the node just started here, as this node
     register_devices(urls, ray.get_runtime_context().get_node_id(), kinds)
     return kinds

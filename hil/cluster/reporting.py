@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from hil.cluster.engine import require_ray
+from hil.cluster.engine import NAMESPACE, require_ray
 from hil.runs import CHECKPOINT, CONFIG, METRICS, SUMMARY, write_atomically
 from hil.store import RunStore
 
@@ -87,13 +87,19 @@ class Reports:
         return {name: (folder / name).read_bytes() for name in SHIPPED if (folder / name).is_file()}
 
 
-def start_reports(runs_dir: Path) -> Any:
-    """The :class:`Reports` actor for ``runs_dir``, on this (the driver's) node."""
+def reports_name(sweep_dir: Path) -> str:
+    """The name of a sweep's :class:`Reports` actor (the same for the sweep and its resumption)."""
+    return f"reports:{sweep_dir.resolve()}"
+
+
+def start_reports(runs_dir: Path, name: str) -> Any:
+    """The :class:`Reports` actor ``name`` for ``runs_dir``, on this (the driver's) node, for as long as it runs."""
     ray = require_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ray.remote(Reports).options(num_cpus=0, scheduling_strategy=here).remote(str(runs_dir.resolve()))
+    return ray.remote(Reports).options(name=name, namespace=NAMESPACE, num_cpus=0,
+                                       scheduling_strategy=here).remote(str(runs_dir.resolve()))
 
 
 class StoreClient:

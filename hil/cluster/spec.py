@@ -138,17 +138,22 @@ def load_sweep(path: Path) -> Sweep:
     except FileNotFoundError:
         raise ConfigError(f"sweep file {str(path)!r} does not exist") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    return parse_sweep(raw, f"sweep file {str(path)!r}")
+
+
+def parse_sweep(raw: Any, where: str = "the sweep") -> Sweep:
+    """Check a sweep's contents (a dict, as a file holds), with one-line errors that say ``where`` and the field."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"sweep file {str(path)!r} must hold a mapping (base, space, metric, ...)")
+        raise ConfigError(f"{where} must hold a mapping (base, space, metric, ...)")
     try:
         sweep = Sweep.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "sweep"
-        raise ConfigError(f"sweep file {str(path)!r}, {where}: {first['msg'].removeprefix('Value error, ')}") from None
+        field = ".".join(str(p) for p in first["loc"]) or "sweep"
+        raise ConfigError(f"{where}, {field}: {first['msg'].removeprefix('Value error, ')}") from None
     try:
         sweep.check()
     except ConfigError as err:
-        raise ConfigError(f"sweep file {str(path)!r}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
     return sweep

@@ -10,7 +10,11 @@ from which ``--resume`` continues without training finished trials again), and t
 import json
 import logging
 import math
-import shutil
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from hil.cluster.devices import resource_name
-from hil.cluster.engine import connect
-from hil.cluster.reporting import start_reports
-from hil.cluster.spec import Sweep, load_sweep, trial_values
+from hil.cluster.engine import NAMESPACE, connect, require_ray
+from hil.cluster.reporting import reports_name, start_reports
+from hil.cluster.spec import Sweep, load_sweep, parse_sweep, trial_values
 from hil.cluster.trial import Trial, TrialSetup
 from hil.config import ConfigError, build_config
 from hil.experiments.report import environment, pyplot
@@ -34,13 +38,22 @@ RUNS = "runs"
 TUNE = "tune"
 
 
-def sweep(path: Path, out: Path, address: str | None = None, jobs: int | None = None) -> Path:
-    """Run the sweep file at ``path`` into the new folder ``out``; returns ``results.md``."""
-    spec = load_sweep(path)
+def sweep(source: Path | str | dict[str, Any], out: Path | str, address: str | None = None,
+          jobs: int | None = None) -> Path:
+    """Run a sweep into the new folder ``out``; returns its ``results.md``.
+
+    ``source`` is a sweep file, or its contents as a dict (``{"base": ..., "space": ...}``, see
+    :mod:`hil.cluster.spec`). ``address`` is a Ray cluster (default: a local Ray), ``jobs`` the trials at once.
+    """
+    out = Path(out)
+    if isinstance(source, dict):
+        spec, text = parse_sweep(source), yaml.safe_dump(source, sort_keys=False)
+    else:
+        spec, text = load_sweep(Path(source)), Path(source).read_text()
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{str(out)!r} is not empty; give a new folder, or continue it with --resume {out}")
     (out / RUNS).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, out / SWEEP_FILE)
+    (out / SWEEP_FILE).write_text(text)
     return _run(spec, out, address, jobs, resume=False)
 
 
@@ -55,7 +68,7 @@ def resume(out: Path, address: str | None = None, jobs: int | None = None) -> Pa
 def _run(spec: Sweep, out: Path, address: str | None, jobs: int | None, resume: bool) -> Path:
     ray = connect(address, None if jobs is None else jobs * spec.cpus)
     epochs = spec.check().epochs
-    reports = start_reports(out / RUNS)
+    reports = start_reports(out / RUNS, reports_name(out))
     resources = {"cpu": spec.cpus, **({resource_name(spec.device): 1} if spec.device else {})}
     setup = TrialSetup(base=spec.base, device=spec.device, cpus=spec.cpus, reports=reports)
     trainable = tune.with_resources(tune.with_parameters(Trial, setup=setup), resources)
@@ -77,9 +90,13 @@ def _run(spec: Sweep, out: Path, address: str | None, jobs: int | None, resume: 
                                       failure_config=tune.FailureConfig(max_failures=spec.retries),
                                       # a trial's checkpoints are its run folder's, which the driver holds
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                                      callbacks=[EndRuns(reports)]))
-    grid = tuner.fit()
+                                      callbacks=[EndRuns(reports_name(out))]))
+    with interruptible() as interrupted:
+        grid = tuner.fit()
     ray.get(reports.ready.remote())  # the callbacks' last calls have landed
+    if interrupted.is_set():
+        log.warning("the sweep was interrupted; continue it with: hil sweep --resume %s", out)
+        raise KeyboardInterrupt
     return write_results(spec, out, [_trial_row(result, out) for result in grid])
 
 
@@ -89,13 +106,42 @@ def trial_name(trial: Any) -> str:
 
 
 class EndRuns(tune.Callback):
-    """Marks a trial's run failed when its trainer could not (its process was killed, its node died)."""
+    """Marks a failed trial's run failed where its trainer could not (its process was killed, its node died).
 
-    def __init__(self, reports: Any) -> None:
+    It names the driver's reports actor rather than holding it: Ray Tune keeps callbacks with its state,
+    and a resumed sweep has a new actor of the same name.
+    """
+
+    def __init__(self, reports: str) -> None:
         self.reports = reports
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.reports.end_if_live.remote(trial.trial_id, "failed", "the trial's process failed or was killed")
+        reports = require_ray().get_actor(self.reports, namespace=NAMESPACE)
+        reports.end_if_live.remote(trial.trial_id, "failed", "the trial's process failed or was killed")
+
+
+@contextmanager
+def interruptible() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM end the sweep as Ray Tune's own interrupt does (its state saved for ``--resume``),
+    and set the event this yields, so the sweep knows it did not end by itself."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        interrupted.set()
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):  # Ray Tune is not listening yet
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGUSR1)  # Ray Tune's interrupt: stop trials, save state, return
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interrupted
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _trial_row(result: Any, out: Path) -> dict[str, Any]:

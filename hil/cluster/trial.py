@@ -7,6 +7,7 @@ continues from the checkpoint the driver holds for it. When the sweep's schedule
 its run ends as a stopped run: checkpoint, summary and final status, like Ctrl-C on ``hil train``.
 """
 
+import math
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -19,7 +20,7 @@ from ray import tune
 from hil.api import start
 from hil.cluster.devices import lease_device
 from hil.cluster.reporting import StoreClient
-from hil.cluster.spec import trial_values
+from hil.cluster.spec import METRICS, trial_values
 from hil.config import RESUMABLE
 from hil.trainer import Trainer
 
@@ -57,37 +58,42 @@ class Trial(tune.Trainable):
             self.trainer: Trainer = on_failure.enter_context(start(fields, resume=folder if resume else None,
                                                                    progress=False))
             self.trainer.store = self.client
-            self.trainer.begin()
+            self.ended = self.trainer.epoch >= self.trainer.config.epochs  # it finished before Tune saw it end
+            if not self.ended:
+                self.trainer.begin()
             self.resources = on_failure.pop_all()
             """Released by :meth:`cleanup`: the device lease, the scratch folder, the open device."""
 
     def step(self) -> dict[str, Any]:
         """Train an epoch, ship the run folder to the driver, and report the epoch's metrics."""
         trainer = self.trainer
-        try:
-            trainer.train_epoch()
-        except BaseException as err:
-            trainer.fail(err)
-            self.ended = True
-            self.resources.close()
-            raise
-        self.client.ship(self.trial_id, trainer.run.path)
+        if not self.ended:
+            try:
+                trainer.train_epoch()
+            except BaseException as err:
+                trainer.fail(err)
+                self.ended = True
+                self.resources.close()
+                raise
+            self.client.ship(self.trial_id, trainer.run.path)
+        done = trainer.epoch >= trainer.config.epochs or trainer.stop.requested  # stopped from the service
+        if not trainer.history:  # stopped in its first epoch: nothing measured
+            return {**dict.fromkeys(METRICS, math.nan), "done": done}
         row = trainer.history[-1]
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
         metrics["test_accuracy"] = row[trainer.headline_key]
         validation = trainer.headline_key.replace("test_", "val_")
         if validation in row:
             metrics["val_accuracy"] = row[validation]
-        metrics["done"] = trainer.epoch >= trainer.config.epochs
-        return metrics
+        return {**metrics, "done": done}
 
     def cleanup(self) -> None:
         """End the run (stopped early if epochs remain), ship its summary, close the device, end the lease."""
         with self.resources:
             if not self.ended:
                 trainer = self.trainer
-                if trainer.epoch < trainer.config.epochs:
-                    trainer.stop.request("stopped early by the sweep's scheduler (ASHA): behind its peers")
+                if trainer.epoch < trainer.config.epochs and not trainer.stop.requested:
+                    trainer.stop.request("stopped by the sweep: early (ASHA, behind its peers) or interrupted")
                 trainer.end()
                 self.client.ship(self.trial_id, trainer.run.path)
                 self.ended = True

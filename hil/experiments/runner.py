@@ -2,7 +2,6 @@
 and runs taken from earlier results files instead of trained again (``--reuse``)."""
 
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -121,8 +120,6 @@ class Runner:
         """Send the run to Ray as a task asking for its torch threads as CPUs; the first one connects."""
         threads = max(1, values.get("threads") or 1)
         if self.ray is None:
-            if self.address is not None:
-                _check_listening(self.address)
             self.ray = connect(self.address, self.jobs * threads)
             self.train = self.ray.remote(_train_in_worker)
         ref = self.train.options(num_cpus=threads).remote(values, label)
@@ -143,22 +140,6 @@ def _train_in_worker(values: dict[str, Any], label: str) -> dict[str, Any]:
     """:func:`run_config` in a Ray worker: freed memory kept as in ``hil bench`` itself, a line per epoch."""
     keep_freed_memory()
     return run_config(values, label, progress=False)
-
-
-def _check_listening(address: str, timeout: float = 5.0) -> None:
-    """Raise a :class:`ConfigError` if nothing listens at a ``host:port`` Ray address.
-
-    Ray itself retries such an address for minutes; ``auto`` and other forms it resolves and
-    refuses quickly, so they pass unchecked.
-    """
-    host, colon, port = address.removeprefix("ray://").rpartition(":")
-    if not colon or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout).close()
-    except OSError as err:
-        raise ConfigError(f"--address {address}: no Ray cluster listens there ({err}); start one with "
-                          "`ray start --head` and give the address it prints") from None
 
 
 def over_seeds(runner: Runner, settings: Settings, values: dict[str, Any], label: str,

@@ -1,0 +1,69 @@
+"""``hil sweep`` on a local Ray: a sweep interrupted by Ctrl-C resumes without training finished trials again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ray
+import yaml
+
+from hil.cli import main
+from hil.store import RunStore
+
+SWEEP = {"base": {"hidden": [16], "batch_size": 64, "epochs": 4}, "space": {"lr": {"grid": [0.02, 0.01, 0.005]}},
+         "metric": "val_accuracy"}
+
+
+def summaries(runs):
+    return {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/summary.json")}
+
+
+def test_an_interrupted_sweep_resumes_without_retraining_finished_trials(tmp_path, capsys):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump(SWEEP))
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sweep", str(spec), "--out", str(out), "--jobs", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = out / "runs"
+    deadline = time.monotonic() + 240
+    try:  # Ctrl-C once one trial has finished and another has a checkpoint
+        while not (summaries(runs) and len(list(runs.glob("*/checkpoint.pt"))) >= 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "the sweep did not get going"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    finished_before = {k for k, v in summaries(runs).items() if v["status"] == "finished"}
+    assert finished_before and not (out / "results.md").exists()
+
+    assert main(["sweep", "--resume", str(out), "--jobs", "1"]) == 0
+    ray.shutdown()
+    store = RunStore.for_runs(runs)
+    trials = {r["id"]: r for r in store.runs()}
+    assert len(trials) == 3 and {r["status"] for r in trials.values()} == {"finished"}
+    for run_id in trials:
+        kinds = [e.kind for e in store.events(run_id)]
+        if run_id in finished_before:  # trained once, never again
+            assert kinds.count("started") == 1 and "resumed" not in kinds
+        assert kinds[-1] == "finished"
+    continued = [run_id for run_id in trials if "resumed" in [e.kind for e in store.events(run_id)]]
+    assert continued  # the interrupted trial went on from its checkpoint
+    assert all(summaries(runs)[run_id]["epochs"] == 4 for run_id in trials)
+    table = (out / "results.md").read_text()
+    assert table.count("| finished |") == 3 and "val_accuracy" in table
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["lr"] in (0.02, 0.01, 0.005) and "run_dir" not in best
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_a_sweep_with_a_test_metric_is_refused_before_ray_starts(tmp_path, capsys):
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({**SWEEP, "metric": "test_accuracy"}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert "test set" in capsys.readouterr().err and not ray.is_initialized()
+    assert not (tmp_path / "out").exists()
