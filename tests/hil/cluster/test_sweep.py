@@ -39,6 +39,7 @@ def test_an_interrupted_sweep_resumes_without_retraining_finished_trials(tmp_pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     finished_before = {k for k, v in summaries(runs).items() if v["status"] == "finished"}
+    interrupted = {p.parent.name for p in runs.glob("*/checkpoint.pt")} - finished_before
     assert finished_before and not (out / "results.md").exists()
 
     assert main(["sweep", "--resume", str(out), "--jobs", "1"]) == 0
@@ -51,8 +52,8 @@ def test_an_interrupted_sweep_resumes_without_retraining_finished_trials(tmp_pat
         if run_id in finished_before:  # trained once, never again
             assert kinds.count("started") == 1 and "resumed" not in kinds
         assert kinds[-1] == "finished"
-    continued = [run_id for run_id in trials if "resumed" in [e.kind for e in store.events(run_id)]]
-    assert continued  # the interrupted trial went on from its checkpoint
+    for run_id in interrupted:  # a trial stopped with a checkpoint went on from it
+        assert "resumed" in [e.kind for e in store.events(run_id)]
     assert all(summaries(runs)[run_id]["epochs"] == 4 for run_id in trials)
     table = (out / "results.md").read_text()
     assert table.count("| finished |") == 3 and "val_accuracy" in table
@@ -67,3 +68,15 @@ def test_a_sweep_with_a_test_metric_is_refused_before_ray_starts(tmp_path, capsy
     assert main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "test set" in capsys.readouterr().err and not ray.is_initialized()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_python_api_runs_a_sweep_given_as_a_dict(tmp_path):
+    import hil
+
+    spec = {**SWEEP, "base": {**SWEEP["base"], "epochs": 1}, "space": {"lr": {"choice": [0.01, 0.02]}}, "samples": 2}
+    try:
+        results = hil.sweep(spec, tmp_path / "out", jobs=1)
+    finally:
+        ray.shutdown()
+    assert results == tmp_path / "out" / "results.md" and results.read_text().count("| finished |") == 2
+    assert yaml.safe_load((tmp_path / "out" / "sweep.yaml").read_text()) == spec
