@@ -35,6 +35,8 @@ __all__ = ["ConfigError", "DatasetError", "TrainConfig", "build_config", "data",
 def __getattr__(name: str) -> Any:
     if name == "data":
         return import_module("hil.data")
+    if name == "sweep":  # needs the extra hil[cluster]: without it, say how to install it
+        import_module("hil.cluster.engine").require_ray()
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'hil' has no attribute {name!r}")

@@ -61,6 +61,13 @@ class Evaluation:
     """The final layer's local loss on the set (cross-entropy, or the prototype hinge)."""
 
 
+def headline_keys(layer_local: bool) -> tuple[str, str]:
+    """A metrics row's headline accuracy on the test and the validation set: the cumulative one for a
+    layer-local rule, else the final layer's."""
+    which = "cumulative" if layer_local else "final_layer"
+    return f"test_accuracy_{which}", f"val_accuracy_{which}"
+
+
 class Trainer:
     """Runs one config to completion (or to a stop request), resuming from a checkpoint."""
 
@@ -97,9 +104,9 @@ class Trainer:
         """Called with each epoch's metrics row once it is committed with its checkpoint."""
         self.calibration: dict[str, Any] | None = None
         self.recorder: RunRecorder
-        """The run's reports to the store; opened by :meth:`fit`."""
+        """The run's reports to the store; opened by :meth:`begin`."""
         self.store: RunStore | None = None
-        """Where :meth:`fit` reports: default the store of the runs folder; a sweep's trial reports to the driver's."""
+        """Where the run reports: default the store of the runs folder; a sweep's trial reports to the driver's."""
         checkpoint = self.run.load_checkpoint()
         if checkpoint is not None:
             self._check_checkpoint(checkpoint)
@@ -189,9 +196,20 @@ class Trainer:
             return self.end()
 
     def begin(self) -> None:
-        """Open the run's records (:meth:`fit` does; a driver that runs :meth:`train_epoch` itself calls this first)."""
+        """Open the run's store records where the checkpoint left them (nothing on a fresh start).
+
+        :meth:`fit` does; a driver that runs :meth:`train_epoch` itself calls this first, and :meth:`end` last.
+        """
         log.info("%s on %s (%s)", self.rule.summary(), self.device_url, self.info.identity)
-        self._open_records()
+        self.recorder = RunRecorder(self.run, self.config.model_dump(mode="json"), self.device_url,
+                                    self.info.identity, self.config.seed, self.store)
+        self.recorder.rewind(self.train_steps)
+        self.run.keep_metrics(self.history)
+        if self.resumed:
+            self.recorder.event("resumed", {**self._where(), **self.rule.report()})
+        else:
+            self.recorder.event("started", {"rule": self.rule.summary(), **self.rule.report(),
+                                            "calibration": self.calibration})
 
     def fail(self, err: BaseException) -> None:
         """Record the run as failed by ``err``."""
@@ -208,19 +226,6 @@ class Trainer:
         self.recorder.finish(status, self.stop.reason or None, {"test_accuracy": summary["test_accuracy"],
                                                                "epochs": summary["epochs"], "reason": self.stop.reason})
         return summary
-
-    def _open_records(self) -> RunRecorder:
-        """Open the run's store records where the checkpoint left them (nothing on a fresh start)."""
-        self.recorder = RunRecorder(self.run, self.config.model_dump(mode="json"), self.device_url,
-                                    self.info.identity, self.config.seed, self.store)
-        self.recorder.rewind(self.train_steps)
-        self.run.keep_metrics(self.history)
-        if self.resumed:
-            self.recorder.event("resumed", {**self._where(), **self.rule.report()})
-        else:
-            self.recorder.event("started", {"rule": self.rule.summary(), **self.rule.report(),
-                                            "calibration": self.calibration})
-        return self.recorder
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -301,7 +306,7 @@ class Trainer:
         """The epoch's row to metrics.jsonl and the store, then the checkpoint that covers them.
 
         A crash before the checkpoint is replaced leaves rows past the previous one, which a resume
-        drops (:meth:`_open_records`); after it, everything is committed.
+        drops (:meth:`begin`); after it, everything is committed.
         """
         self.history.append(row)
         self.epoch += 1
@@ -394,8 +399,13 @@ class Trainer:
 
     @property
     def headline_key(self) -> str:
-        """The metrics row's headline accuracy: cumulative for layer-local rules, else the final layer's."""
-        return "test_accuracy_cumulative" if self.rule.layer_local else "test_accuracy_final_layer"
+        """The metrics row's headline test accuracy (:func:`headline_keys`)."""
+        return headline_keys(self.rule.layer_local)[0]
+
+    @property
+    def validation_key(self) -> str:
+        """The metrics row's headline validation accuracy (:func:`headline_keys`)."""
+        return headline_keys(self.rule.layer_local)[1]
 
     def summary(self, status: str) -> dict[str, Any]:
         """The run's headline numbers (the ``--json`` line)."""
@@ -413,7 +423,7 @@ class Trainer:
             "calibration": self.calibration,
             "seed": self.config.seed,
             "validation": self.config.validation,
-            "validation_accuracy": last.get(self.headline_key.replace("test_", "val_")),
+            "validation_accuracy": last.get(self.validation_key),
             "test_accuracy": last.get(self.headline_key),
             "test_accuracy_final_layer": final,
             "test_accuracy_cumulative": cumulative,

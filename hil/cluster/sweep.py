@@ -29,7 +29,9 @@ from hil.cluster.spec import Sweep, load_sweep, parse_sweep, trial_values
 from hil.cluster.trial import Trial, TrialSetup
 from hil.config import ConfigError, build_config
 from hil.experiments.report import environment, pyplot
-from hil.runs import METRICS
+from hil.rules import rule_class
+from hil.runs import METRICS, SUMMARY
+from hil.trainer import headline_keys
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ def _run(spec: Sweep, out: Path, address: str | None, jobs: int | None, resume: 
     if interrupted.is_set():
         log.warning("the sweep was interrupted; continue it with: hil sweep --resume %s", out)
         raise KeyboardInterrupt
-    return write_results(spec, out, [_trial_row(result, out) for result in grid])
+    return write_results(spec, out, [_trial_row(result, out, spec) for result in grid])
 
 
 def trial_name(trial: Any) -> str:
@@ -135,6 +137,7 @@ def interruptible() -> Iterator[threading.Event]:
             raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGUSR1)  # Ray Tune's interrupt: stop trials, save state, return
 
+    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -142,48 +145,52 @@ def interruptible() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if tune_handler is None:
+            del os.environ["TUNE_DISABLE_SIGINT_HANDLER"]
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
-def _trial_row(result: Any, out: Path) -> dict[str, Any]:
-    """One trial: its drawn values, status, and each epoch's metrics (from the run folder the driver holds)."""
+def _trial_row(result: Any, out: Path, spec: Sweep) -> dict[str, Any]:
+    """One trial: its drawn values, status, each epoch's metrics (from the run folder the driver holds), and the
+    keys of its rows that the sweep's metric and the test accuracy are read from (its rule's headline ones)."""
     trial_id = Path(result.path).name
     folder = out / RUNS / trial_id
     history = [json.loads(line) for line in (folder / METRICS).read_text().splitlines()] \
         if (folder / METRICS).is_file() else []
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
-    return {"trial": trial_id, "drawn": {k: v for k, v in result.config.items()}, "history": history,
+    summary = json.loads((folder / SUMMARY).read_text()) if (folder / SUMMARY).is_file() else {}
+    drawn = dict(result.config or {})
+    test_key, val_key = headline_keys(rule_class(build_config(trial_values(spec.base, drawn)).rule).layer_local)
+    return {"trial": trial_id, "drawn": drawn, "history": history,
             "status": summary.get("status") or ("failed" if result.error else "stopped early"),
             "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
-            "device": summary.get("device"), "run_dir": str(folder)}
+            "device": summary.get("device"), "run_dir": str(folder),
+            "metric_key": val_key if spec.metric == "val_accuracy" else spec.metric, "test_key": test_key}
 
 
-def best_epoch(row: dict[str, Any], metric: str, direction: str) -> dict[str, Any] | None:
-    """The trial's epoch with the best ``metric`` (validation), or None if it reported none."""
-    seen = [epoch for epoch in row["history"] if _metric(epoch, metric) is not None]
-    pick = max if direction == "max" else min
-    return pick(seen, key=lambda epoch: _metric(epoch, metric)) if seen else None
-
-
-def _metric(epoch: dict[str, Any], metric: str) -> float | None:
-    """An epoch row's value of a sweep metric (``val_accuracy``: the cumulative one where it exists)."""
-    if metric == "val_accuracy":
-        return epoch.get("val_accuracy_cumulative", epoch.get("val_accuracy_final_layer"))
-    return epoch.get(metric)
+def _choose_epoch(row: dict[str, Any], direction: str) -> None:
+    """Add the trial's best epoch by its metric (validation), that metric and the test accuracy there (None if
+    it reported none)."""
+    key = row["metric_key"]
+    seen = [epoch for epoch in row["history"] if epoch.get(key) is not None]
+    best = (max if direction == "max" else min)(seen, key=lambda epoch: epoch[key]) if seen else None
+    row.update(best_epoch=best and best["epoch"], value=best and best[key],
+               test_accuracy=best and best[row["test_key"]])
 
 
 def write_results(spec: Sweep, out: Path, rows: list[dict[str, Any]]) -> Path:
     """``results.json``, ``results.md``, ``results.png`` and ``best.yaml``; returns ``results.md``."""
     for row in rows:
-        row["best"] = best_epoch(row, spec.metric, spec.direction)
-    ranked = sorted([r for r in rows if r["best"]], key=lambda r: _metric(r["best"], spec.metric),
-                    reverse=spec.direction == "max") + [r for r in rows if not r["best"]]
-    if ranked and ranked[0]["best"]:
-        best = ranked[0]
-        config = build_config(trial_values(spec.base, best["drawn"]))
-        chosen = config.model_dump(mode="json", exclude={"run_dir"})
+        _choose_epoch(row, spec.direction)
+    chosen = sorted([r for r in rows if r["value"] is not None], key=lambda r: r["value"],
+                    reverse=spec.direction == "max")
+    ranked = chosen + [r for r in rows if r["value"] is None]
+    if chosen:
+        best = chosen[0]
+        config = build_config(trial_values(spec.base, best["drawn"])).model_dump(mode="json", exclude={"run_dir"})
         (out / "best.yaml").write_text(f"# the best trial of {out} ({best['trial']}) by {spec.metric} "
                                        f"({spec.direction}); train it with: hil train {out / 'best.yaml'}\n"
-                                       + yaml.safe_dump(chosen, sort_keys=False))
+                                       + yaml.safe_dump(config, sort_keys=False))
     payload = {"environment": environment(), "sweep": spec.model_dump(mode="json"), "trials": ranked}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = _table(spec, ranked)
@@ -199,11 +206,9 @@ def _table(spec: Sweep, rows: list[dict[str, Any]]) -> str:
     head = ["trial", *names, spec.metric, "test accuracy", "epoch", "epochs", "status", "device"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        best = row["best"] or {}
-        value = _metric(best, spec.metric) if best else None
-        test = best.get("test_accuracy_cumulative", best.get("test_accuracy_final_layer")) if best else None
-        cells = [row["trial"], *(_cell(row["drawn"].get(n)) for n in names), _cell(value), _cell(test),
-                 str(best.get("epoch", "-")), str(len(row["history"])), row["status"], row["device"] or "-"]
+        cells = [row["trial"], *(_cell(row["drawn"].get(n)) for n in names), _cell(row["value"]),
+                 _cell(row["test_accuracy"]), _cell(row["best_epoch"]), str(len(row["history"])), row["status"],
+                 row["device"] or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +224,7 @@ def _plot(path: Path, spec: Sweep, rows: list[dict[str, Any]]) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
-        points = [(e["epoch"], _metric(e, spec.metric)) for e in row["history"] if _metric(e, spec.metric) is not None]
+        points = [(e["epoch"], e[row["metric_key"]]) for e in row["history"] if e.get(row["metric_key"]) is not None]
         if points:
             ax.plot(*zip(*points), marker=".", label=row["trial"])
     ax.set_xlabel("epoch")

@@ -82,9 +82,8 @@ class Trial(tune.Trainable):
         row = trainer.history[-1]
         metrics = {k: v for k, v in row.items() if isinstance(v, int | float)}
         metrics["test_accuracy"] = row[trainer.headline_key]
-        validation = trainer.headline_key.replace("test_", "val_")
-        if validation in row:
-            metrics["val_accuracy"] = row[validation]
+        if trainer.validation_key in row:
+            metrics["val_accuracy"] = row[trainer.validation_key]
         return {**metrics, "done": done}
 
     def cleanup(self) -> None:

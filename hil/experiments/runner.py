@@ -46,7 +46,7 @@ def run_config(values: dict[str, Any], label: str, keep_trainer: bool = False,
         "summary": summary, "history": history, "wall_seconds": wall,
         "train_seconds_per_epoch": sum(seconds) / len(seconds),
     }
-    validation = trainer.headline_key.replace("test_", "val_")
+    validation = trainer.validation_key
     if validation in history[-1]:  # the best epoch is chosen on validation, and its test accuracy reported
         best = max(history, key=lambda row: row[validation])
         result.update(best_epoch=best["epoch"], best_validation_accuracy=best[validation],

@@ -80,3 +80,28 @@ def test_the_python_api_runs_a_sweep_given_as_a_dict(tmp_path):
         ray.shutdown()
     assert results == tmp_path / "out" / "results.md" and results.read_text().count("| finished |") == 2
     assert yaml.safe_load((tmp_path / "out" / "sweep.yaml").read_text()) == spec
+
+
+def test_results_choose_each_trial_on_its_rules_headline_accuracy(tmp_path):
+    """bp's headline is the final layer's accuracy (what its trials report to Tune), mf-dd's the cumulative one."""
+    from types import SimpleNamespace
+
+    from hil.cluster.spec import parse_sweep
+    from hil.cluster.sweep import _trial_row, write_results
+
+    rows = [{"epoch": 1, "val_accuracy_final_layer": 0.9, "val_accuracy_cumulative": 0.5,
+             "test_accuracy_final_layer": 0.8, "test_accuracy_cumulative": 0.4},
+            {"epoch": 2, "val_accuracy_final_layer": 0.6, "val_accuracy_cumulative": 0.7,
+             "test_accuracy_final_layer": 0.5, "test_accuracy_cumulative": 0.6}]
+    spec = parse_sweep({"space": {"rule": {"grid": ["bp", "mf-dd"]}}})
+    trials = []
+    for name, rule in (("a", "bp"), ("b", "mf-dd")):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        trials.append(_trial_row(SimpleNamespace(path=str(tmp_path / "tune" / name), config={"rule": rule},
+                                                 error=None), tmp_path, spec))
+    write_results(spec, tmp_path, trials)
+    chosen = {t["trial"]: (t["best_epoch"], t["value"], t["test_accuracy"]) for t in trials}
+    assert chosen == {"a": (1, 0.9, 0.8), "b": (2, 0.7, 0.6)}
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["rule"] == "bp"
